@@ -1,0 +1,210 @@
+"""Face detection with RetinaFace-MobileNet0.25: priors, box and landmark decoding, NMS.
+
+The ONNX model comes from :mod:`facequal.models.retinaface`. Everything here is plain numpy
+apart from the session call, so the maths is testable without a model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+STEPS = (8, 16, 32)
+MIN_SIZES = ((16, 32), (64, 128), (256, 512))
+VARIANCES = (0.1, 0.2)
+MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+NMS_IOU = 0.4
+# The network's feature pyramid needs sides that are multiples of its largest stride.
+_ALIGN = 32
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face in image pixel coordinates."""
+
+    box: np.ndarray        # (4,) x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray  # (5, 2): left eye, right eye, nose, left mouth corner, right mouth corner
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+    @property
+    def inter_eye(self) -> float:
+        return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
+
+
+@lru_cache(maxsize=32)
+def priors(height: int, width: int) -> np.ndarray:
+    """Anchor boxes (cx, cy, w, h), normalised by the input size, in the network's output order."""
+    out = []
+    for step, sizes in zip(STEPS, MIN_SIZES, strict=True):
+        fh, fw = math.ceil(height / step), math.ceil(width / step)
+        ys, xs = np.meshgrid(np.arange(fh), np.arange(fw), indexing="ij")
+        cx = ((xs + 0.5) * step / width).ravel()
+        cy = ((ys + 0.5) * step / height).ravel()
+        per_size = [np.stack([cx, cy, np.full_like(cx, s / width), np.full_like(cy, s / height)], axis=1)
+                    for s in sizes]
+        # order: for each cell, each min size
+        out.append(np.stack(per_size, axis=1).reshape(-1, 4))
+    p = np.concatenate(out, axis=0).astype(np.float32)
+    p.setflags(write=False)
+    return p
+
+
+def decode_boxes(loc: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Regression outputs -> (P, 4) boxes x1, y1, x2, y2 in normalised coordinates."""
+    v0, v1 = VARIANCES
+    centre = prior[:, :2] + loc[:, :2] * v0 * prior[:, 2:]
+    size = prior[:, 2:] * np.exp(loc[:, 2:] * v1)
+    return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+
+
+def decode_landmarks(pre: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Landmark outputs -> (P, 5, 2) points in normalised coordinates."""
+    v0 = VARIANCES[0]
+    pre = pre.reshape(-1, 5, 2)
+    return prior[:, None, :2] + pre * v0 * prior[:, None, 2:]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, highest score first.
+
+    Ties in score keep the earlier index first (stable), so the result is deterministic.
+    """
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes.T
+    area = np.maximum(0, x2 - x1) * np.maximum(0, y2 - y1)
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        union = area[i] + area[rest] - inter
+        ov = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+        order = rest[ov <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def preprocess(rgb: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(H, W, 3) uint8 RGB -> (1, 3, H', W') float32 BGR minus mean, padded to multiples of 32.
+
+    Returns the tensor and its padded height and width. Padding is the mean colour (zero after
+    subtraction), at the bottom and right, so coordinates are unchanged.
+    """
+    h, w = rgb.shape[:2]
+    hp, wp = -(-h // _ALIGN) * _ALIGN, -(-w // _ALIGN) * _ALIGN
+    x = np.zeros((hp, wp, 3), dtype=np.float32)
+    x[:h, :w] = rgb[..., ::-1].astype(np.float32) - MEAN_BGR
+    return x.transpose(2, 0, 1)[None], hp, wp
+
+
+def postprocess(loc: np.ndarray, conf: np.ndarray, landm: np.ndarray, height: int, width: int,
+                threshold: float) -> list[Face]:
+    """One image's raw outputs ([P,4], [P,2], [P,10]) at padded size (height, width) -> faces."""
+    scores = conf[:, 1]
+    idx = np.nonzero(scores >= threshold)[0]
+    if idx.size == 0:
+        return []
+    prior = priors(height, width)[idx]
+    scale = np.array([width, height], dtype=np.float64)
+    boxes = decode_boxes(loc[idx].astype(np.float64), prior.astype(np.float64)) * np.tile(scale, 2)
+    lms = decode_landmarks(landm[idx].astype(np.float64), prior.astype(np.float64)) * scale
+    keep = nms(boxes, scores[idx].astype(np.float64))
+    return [Face(box=boxes[k], score=float(scores[idx][k]), landmarks=lms[k]) for k in keep]
+
+
+def pick_largest(faces: list[Face], width: int, height: int) -> list[Face]:
+    """The face with the largest box; ties go to the one nearest the image centre."""
+    if not faces:
+        return []
+    c = np.array([width / 2.0, height / 2.0])
+
+    def key(f: Face) -> tuple[float, float]:
+        centre = (f.box[:2] + f.box[2:]) / 2.0
+        return (-round(f.width * f.height, 3), float(np.linalg.norm(centre - c)))
+
+    return [min(faces, key=key)]
+
+
+def order_faces(faces: list[Face], width: int, height: int) -> list[Face]:
+    """Largest first (ties by distance to the centre): face_index 0 is the main face."""
+    c = np.array([width / 2.0, height / 2.0])
+    return sorted(faces, key=lambda f: (-round(f.width * f.height, 3),
+                                        float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2.0 - c))))
+
+
+class RetinaFace:
+    """RetinaFace-MobileNet0.25 over an onnxruntime session.
+
+    ``det_size`` bounds the longer side of the image the network sees (larger images are
+    downscaled for detection and the coordinates mapped back). When nothing is found the image
+    is retried on a padded canvas (tight face crops need context around the face); ``pad``
+    > 0 always pads by that fraction of the longer side.
+    """
+
+    def __init__(self, session=None, *, det_size: int = 640, threshold: float = 0.6,
+                 min_face: float = 0.0, pad: float = 0.0, retry_pad: float = 0.5) -> None:
+        if session is None:
+            from facequal.models.retinaface import retinaface_session
+
+            session = retinaface_session()
+        self.session = session
+        self.det_size = det_size
+        self.threshold = threshold
+        self.min_face = min_face
+        self.pad = pad
+        self.retry_pad = retry_pad
+
+    def _run(self, rgb: np.ndarray) -> list[Face]:
+        x, hp, wp = preprocess(rgb)
+        loc, conf, landm = self.session.run(None, {"input": x})
+        return postprocess(loc[0], conf[0], landm[0], hp, wp, self.threshold)
+
+    def _detect_once(self, image: Image.Image, pad: float) -> list[Face]:
+        w, h = image.size
+        scale = 1.0
+        src = image
+        if self.det_size and max(w, h) > self.det_size:
+            scale = self.det_size / max(w, h)
+            src = image.resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                               Image.Resampling.BILINEAR, reducing_gap=2.0)
+        rgb = np.asarray(src, dtype=np.uint8)
+        off = 0
+        if pad > 0:
+            off = int(round(pad * max(rgb.shape[:2])))
+            # Mean-coloured border: what the network saw as "nothing" in training.
+            canvas = np.empty((rgb.shape[0] + 2 * off, rgb.shape[1] + 2 * off, 3), dtype=np.uint8)
+            canvas[:] = MEAN_BGR[::-1].astype(np.uint8)
+            canvas[off:off + rgb.shape[0], off:off + rgb.shape[1]] = rgb
+            rgb = canvas
+        faces = self._run(rgb)
+        sx = w / src.size[0]
+        sy = h / src.size[1]
+        out = []
+        for f in faces:
+            box = (f.box - off) * np.array([sx, sy, sx, sy])
+            lm = (f.landmarks - off) * np.array([sx, sy])
+            out.append(Face(box=box, score=f.score, landmarks=lm))
+        return out
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        """All faces in an RGB image (largest first), above the threshold and min face size."""
+        faces = self._detect_once(image, self.pad)
+        if not faces and self.retry_pad > 0 and self.pad <= 0:
+            faces = self._detect_once(image, self.retry_pad)
+        if self.min_face > 0:
+            faces = [f for f in faces if min(f.width, f.height) >= self.min_face]
+        return order_faces(faces, *image.size)
