@@ -10,11 +10,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "score", "iter_score"]
+__all__ = ["__version__", "score", "iter_score", "embed"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("score", "iter_score", "Job"):
+    if name in ("score", "iter_score", "embed", "Job"):
         from facequal import api
 
         return getattr(api, name)

@@ -19,7 +19,7 @@ from facequal import __version__, schema
 from facequal.faces import FaceOptions
 from facequal.models.zoo import ModelSpec, resolve_model
 from facequal.pipeline import DEFAULT_CHUNK, WorkerConfig, rows_to_table, run_chunks
-from facequal.sources import collect, in_shard, parse_shard
+from facequal.sources import ImageRef, Sources, collect, in_shard, parse_shard
 from facequal.store import ORDINAL, RunStore, done_keys
 
 
@@ -42,6 +42,29 @@ def output_schema(spec: ModelSpec, carried_fields: dict[str, pa.Field], dim: int
     return pa.schema(fields)
 
 
+def sources_from_scores(path: str) -> Sources:
+    """The images and faces of an existing scores file, in its order, with its carried columns.
+
+    Another model then sees exactly the faces that were scored (same landmarks, same keys).
+    """
+    from facequal.tables import read_table, require_columns
+
+    table = read_table(path)
+    require_columns(table, ["path", "face_index", "status", "landmarks", "det_score", "bbox"], path)
+    known = set(schema.SCORE_COLUMNS)
+    carried_names = [c for c in table.column_names if c not in known]
+    fields = {c: table.schema.field(c) for c in carried_names}
+    refs: dict[str, ImageRef] = {}
+    for row in table.to_pylist():
+        ref = refs.get(row["path"])
+        if ref is None:
+            ref = refs[row["path"]] = ImageRef(path=row["path"], fs_path=row["path"], faces=[],
+                                               carried={c: row[c] for c in carried_names})
+        if row["status"] == schema.OK and row["landmarks"] is not None:
+            ref.faces.append((row["face_index"], row["det_score"], row["bbox"], row["landmarks"]))
+    return Sources(refs=list(refs.values()), carried_fields=fields)
+
+
 class Job:
     """One scoring or embedding run: inputs resolved, model loaded, options fixed."""
 
@@ -53,7 +76,8 @@ class Job:
                  identity_from: str | None = None, shard: str | None = None,
                  batch_size: int = 64, jobs: int | None = None, threads: int = 1,
                  device: str = "cpu", save_crops: str | None = None,
-                 chunk_size: int = DEFAULT_CHUNK, spec: ModelSpec | None = None) -> None:
+                 chunk_size: int = DEFAULT_CHUNK, spec: ModelSpec | None = None,
+                 from_scores: str | None = None) -> None:
         from facequal.decode import DEFAULT_MAX_PIXELS
         from facequal.errors import UserError
 
@@ -65,7 +89,10 @@ class Job:
         self.face_options = FaceOptions(
             faces=faces, det_size=det_size, det_threshold=det_threshold, min_face=min_face, pad=pad,
             aligned=aligned, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
-        self.sources = collect(inputs, path_column=path_column, identity_from=identity_from)
+        if from_scores:
+            self.sources = sources_from_scores(from_scores)
+        else:
+            self.sources = collect(inputs, path_column=path_column, identity_from=identity_from)
         sh = parse_shard(shard)
         self.refs = [r for r in self.sources.refs if in_shard(r.path, sh)]
         self.jobs = jobs or default_jobs()
@@ -73,12 +100,13 @@ class Job:
         if save_crops:
             os.makedirs(save_crops, exist_ok=True)
         self.config = WorkerConfig(model=self.spec, faces=self.face_options, batch_size=batch_size,
-                                   threads=threads, device=device, save_crops=save_crops)
+                                   threads=threads, device=device, save_crops=save_crops,
+                                   given_faces=bool(from_scores))
         self.schema = output_schema(self.spec, self.sources.carried_fields)
         self.options = {"task": task, "faces": asdict(self.face_options), "model": self.spec.name,
                         "model_sha256": self.spec.sha256, "contract": self.spec.contract.to_dict(),
                         "shard": shard, "identity_from": identity_from, "path_column": path_column,
-                        "save_crops": save_crops}
+                        "save_crops": save_crops, "from_scores": from_scores}
 
     def metadata(self) -> dict[str, str]:
         """File-level metadata of the output."""
@@ -143,3 +171,14 @@ def iter_score(inputs: Sequence[str | os.PathLike[str]], **options: Any) -> Iter
     job = Job(inputs, task="quality", **options)
     for t in job.iter_tables():
         yield t.drop_columns([ORDINAL])
+
+
+def embed(inputs: Sequence[str | os.PathLike[str]], output: str | None = None, *,
+          overwrite: bool = False, resume: bool = False, progress: Any = None, **options: Any) -> pa.Table:
+    """Face embeddings (L2-normalised, with the raw norm) for every face in ``inputs``.
+
+    The default recogniser is dlib's ResNet converted to ONNX (needs ``facequal[embed]``).
+    ``from_scores="scores.parquet"`` embeds exactly the faces of a scores file, without detection.
+    """
+    return Job(inputs, task="embedding", **options).run(output, overwrite=overwrite, resume=resume,
+                                                         progress=progress)

@@ -67,9 +67,14 @@ def _face_row(base: dict[str, Any], index: int, n: int, face: Face) -> dict[str,
     return row
 
 
-def process_image(path: str, contract: Contract, opts: FaceOptions,
-                  detector: RetinaFace | None) -> ImageResult:
-    """Decode, detect and align one image; never raises for a bad input."""
+def process_image(path: str, contract: Contract, opts: FaceOptions, detector: RetinaFace | None,
+                  given: list[tuple[int, float, list[float], list[list[float]]]] | None = None
+                  ) -> ImageResult:
+    """Decode, detect and align one image; never raises for a bad input.
+
+    ``given`` faces (face_index, det_score, bbox, landmarks at full resolution) replace detection,
+    so that another model sees exactly the faces of an earlier run.
+    """
     base = _base_row(path)
     try:
         dec = open_image(path, max_pixels=opts.max_pixels, max_side=opts.max_side)
@@ -82,6 +87,16 @@ def process_image(path: str, contract: Contract, opts: FaceOptions,
         crop = image.resize(tuple(contract.crop_size), Image.Resampling.BILINEAR)
         row = dict(base, face_index=0, n_faces=1)
         return ImageResult(rows=[row], crops=[np.asarray(crop, dtype=np.uint8)])
+    if given is not None:
+        if not given:
+            base.update(status=schema.NO_FACE, n_faces=0)
+            return ImageResult(rows=[base])
+        rows, crops = [], []
+        for index, det_score, box, lms in given:
+            full = Face(box=np.asarray(box, float), score=det_score, landmarks=np.asarray(lms, float))
+            crops.append(align_face(image, full.landmarks * dec.scale, contract))
+            rows.append(_face_row(base, index, len(given), full))
+        return ImageResult(rows=rows, crops=crops)
     assert detector is not None
     found = detector.detect(image)
     if not found:

@@ -35,6 +35,7 @@ class WorkerConfig:
     threads: int = 1
     device: str = "cpu"
     save_crops: str | None = None
+    given_faces: bool = False       # faces come with the inputs: no detector needed
 
 
 # Per-process cache of loaded detector and model: workers are reused across chunks.
@@ -49,7 +50,7 @@ def _load(cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
         from facequal.models.retinaface import retinaface_session
 
         det = None
-        if not cfg.faces.aligned:
+        if not cfg.faces.aligned and not cfg.given_faces:
             det = RetinaFace(retinaface_session(cfg.threads, cfg.device), det_size=cfg.faces.det_size,
                              threshold=cfg.faces.det_threshold, min_face=cfg.faces.min_face,
                              pad=cfg.faces.pad)
@@ -80,14 +81,15 @@ def _save_crop(root: str, path: str, face_index: int, crop: np.ndarray) -> str:
     return dest
 
 
-def process_chunk(items: Sequence[tuple[int, str, str]], cfg: WorkerConfig) -> list[dict[str, Any]]:
-    """Process (ordinal, output path, file path) triples; returns rows with model outputs filled."""
+def process_chunk(items: Sequence[tuple[int, str, str, Any]], cfg: WorkerConfig) -> list[dict[str, Any]]:
+    """Process (ordinal, output path, file path, given faces) items; returns rows with model
+    outputs filled in."""
     detector, model = _load(cfg)
     task = cfg.model.contract.task
     results: list[tuple[int, str, ImageResult]] = []
-    for ordinal, out_path, fs_path in items:
+    for ordinal, out_path, fs_path, given in items:
         try:
-            res = process_image(fs_path, cfg.model.contract, cfg.faces, detector)
+            res = process_image(fs_path, cfg.model.contract, cfg.faces, detector, given)
         except Exception as e:  # a bug or an odd input must not take the batch down
             res = ImageResult(rows=[{"face_index": schema.NO_FACE_INDEX, "n_faces": 0,
                                      "status": schema.ERROR, "error": f"{type(e).__name__}: {e}"}])
@@ -149,7 +151,7 @@ def run_chunks(todo: Sequence[tuple[int, ImageRef]], cfg: WorkerConfig, *, jobs:
     chunks = chunked(todo, chunk_size)
     if jobs <= 1:
         for ch in chunks:
-            yield ch, process_chunk([(o, r.path, r.fs_path) for o, r in ch], cfg)
+            yield ch, process_chunk([(o, r.path, r.fs_path, r.faces) for o, r in ch], cfg)
         return
     from joblib import Parallel, delayed
 
@@ -158,7 +160,7 @@ def run_chunks(todo: Sequence[tuple[int, ImageRef]], cfg: WorkerConfig, *, jobs:
     def tasks():
         for ch in chunks:
             pending.append(ch)
-            yield delayed(process_chunk)([(o, r.path, r.fs_path) for o, r in ch], cfg)
+            yield delayed(process_chunk)([(o, r.path, r.fs_path, r.faces) for o, r in ch], cfg)
 
     par = Parallel(n_jobs=jobs, return_as="generator", prefer="processes", pre_dispatch="2*n_jobs")
     for rows in par(tasks()):

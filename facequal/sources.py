@@ -26,6 +26,8 @@ class ImageRef:
     path: str
     fs_path: str
     carried: dict[str, Any] = field(default_factory=dict)
+    # Faces already located (e.g. from a scores file): [(face_index, det_score, bbox, landmarks)].
+    faces: list[tuple[int, float, list[float], list[list[float]]]] | None = None
 
 
 def is_image_name(name: str) -> bool:

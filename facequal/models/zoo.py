@@ -21,6 +21,19 @@ from facequal.contract import Contract, ContractError, contract_from_onnx_metada
 from facequal.errors import ModelError
 
 DEFAULT_QUALITY_MODEL = "lightqnet-dm100"
+DEFAULT_EMBEDDING_MODEL = "dlib-resnet-v1"
+
+
+def _built_model(name: str) -> Path | None:
+    """Models that are converted on first use from a registry package (not shipped as ONNX)."""
+    if name == DEFAULT_EMBEDDING_MODEL:
+        from facequal.models.dlib_resnet import DlibModelNotFoundError, dlib_model_path
+
+        try:
+            return dlib_model_path()
+        except DlibModelNotFoundError as e:
+            raise ModelError(str(e)) from None
+    return None
 
 
 def _files() -> Path:
@@ -68,10 +81,13 @@ def resolve_model(name_or_path: str | Path | None = None, *, contract_file: str 
     """
     import onnxruntime as ort
 
-    name_or_path = name_or_path or DEFAULT_QUALITY_MODEL
+    name_or_path = name_or_path or (DEFAULT_QUALITY_MODEL if task == "quality" else DEFAULT_EMBEDDING_MODEL)
     reg = registry()
     expected_sha: str | None = None
-    if str(name_or_path) in reg:
+    built = _built_model(str(name_or_path))
+    if built is not None:
+        path, name = built, str(name_or_path)
+    elif str(name_or_path) in reg:
         entry = reg[str(name_or_path)]
         path = _files() / entry["file"]
         name = str(name_or_path)

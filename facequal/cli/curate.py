@@ -1,0 +1,270 @@
+"""`facequal filter`, `facequal report` and `facequal pool`: thin typer wrappers over the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facequal.cli.app import app, err_console, handles_errors
+
+
+@app.command("filter")
+@handles_errors
+def filter_cmd(
+    scores: Annotated[Path, typer.Argument(help="Score file (Parquet file, Parquet dataset dir or CSV).")],
+    min_q: Annotated[float | None, typer.Option("--min", help="Keep faces with quality >= this.")] = None,
+    max_q: Annotated[float | None, typer.Option("--max", help="Keep faces with quality <= this.")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Keep the K best faces.")] = None,
+    keep_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--keep-fraction", help="Keep the best fraction (0-1) of the faces left by the other criteria."
+        ),
+    ] = None,
+    per_group: Annotated[
+        int | None,
+        typer.Option("--per-group", help="Keep the N best faces of each group (needs --group)."),
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", help="Column defining groups, e.g. identity.")
+    ] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status", help="Keep rows with this status (repeatable): ok, no_face, unreadable, ..."
+        ),
+    ] = None,
+    min_face: Annotated[
+        float | None,
+        typer.Option("--min-face", help="Keep faces whose box's shorter side is at least this many pixels."),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="'-': image paths on stdout; NAME.parquet: the rows; other names: a path list file.",
+        ),
+    ] = None,
+    null: Annotated[bool, typer.Option("-0", "--null", help="Separate listed paths with NUL bytes.")] = False,
+    to: Annotated[
+        Path | None,
+        typer.Option(
+            "--to", help="Put copies / links of the kept images in this directory (relative paths kept)."
+        ),
+    ] = None,
+    mode: Annotated[str, typer.Option("--mode", help="copy, symlink or hardlink (with --to).")] = "copy",
+    root: Annotated[
+        str | None,
+        typer.Option("--root", help="Paths under --to are relative to this (default: the common parent)."),
+    ] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base", help="Directory that relative paths in the score file are relative to (default: cwd)."
+        ),
+    ] = None,
+    rejected: Annotated[
+        bool,
+        typer.Option(
+            "--rejected", help="Write the rejected side instead (rows not kept; images with no kept face)."
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would happen, write nothing.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+) -> None:
+    """Select faces by quality, status or face size; write rows, a path list, or copies/links."""
+    from facequal.curate import filter_scores, stdout_binary
+
+    paths_out = None
+    table_out = None
+    if output == "-":
+        paths_out = stdout_binary()
+    elif output is not None and output.lower().endswith(".parquet"):
+        table_out = output
+    elif output is not None:
+        paths_out = output
+    if null and paths_out is None:
+        err_console.print("facequal: warning: -0 only applies to a path list (-o - or -o FILE)")
+    res = filter_scores(
+        scores,
+        min_quality=min_q,
+        max_quality=max_q,
+        top_k=top_k,
+        keep_fraction=keep_fraction,
+        per_group=per_group,
+        group=group,
+        status=status or None,
+        min_face=min_face,
+        output=table_out,
+        paths_out=None if dry_run and output == "-" else paths_out,
+        null=null,
+        to=to,
+        mode=mode,
+        root=root,
+        base=base,
+        rejected=rejected,
+        dry_run=dry_run,
+        overwrite=overwrite,
+    )
+    err_console.print(res.summary(), highlight=False, soft_wrap=True)
+    side = "rejected" if rejected else "kept"
+    n_rows = res.n_rows - res.n_kept if rejected else res.n_kept
+    n_imgs = len(res.rejected_images if rejected else res.kept_images)
+    if dry_run:
+        typer.echo(
+            f"dry run: {res.n_kept} of {res.n_rows} rows kept; {len(res.kept_images)} images kept, "
+            f"{len(res.rejected_images)} rejected"
+        )
+        for k, v in res.dropped.items():
+            typer.echo(f"  dropped by {k.replace('_', '-')}: {v}")
+        if table_out is not None:
+            typer.echo(f"would write {n_rows} {side} rows to {table_out}")
+        if output is not None and table_out is None:
+            typer.echo(f"would list {n_imgs} {side} image paths to {'stdout' if output == '-' else output}")
+    m = res.materialized
+    if m is not None:
+        verb = {"copy": "copied", "symlink": "symlinked", "hardlink": "hardlinked"}[m.mode]
+        line = (
+            f"{'would be ' if dry_run else ''}{verb} {m.done} {side} images into {m.target}"
+            + (f"; {m.existing} already there, skipped (--overwrite replaces them)" if m.existing else "")
+            + (f"; {len(m.failed)} failed" if m.failed else "")
+        )
+        (typer.echo if dry_run else lambda s: err_console.print(s, highlight=False, soft_wrap=True))(line)
+        for path, why in m.failed[:10]:
+            err_console.print(f"facequal: warning: {path!r}: {why}", highlight=False, soft_wrap=True)
+        if len(m.failed) > 10:
+            err_console.print(f"facequal: warning: ... and {len(m.failed) - 10} more", highlight=False)
+        if m.failed and not dry_run:
+            raise typer.Exit(1)
+    if output is None and to is None and not dry_run:
+        err_console.print("facequal: note: nothing written; give -o FILE, -o -, --to DIR or --dry-run")
+
+
+@app.command("report")
+@handles_errors
+def report_cmd(
+    scores: Annotated[Path, typer.Argument(help="Score file (Parquet file, Parquet dataset dir or CSV).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")],
+    group: Annotated[
+        str | None,
+        typer.Option("--group", help="Column to group by, one block per value (e.g. identity)."),
+    ] = None,
+    order: Annotated[
+        str, typer.Option("--order", help="asc: lowest quality first; desc: highest first.")
+    ] = "asc",
+    max_faces: Annotated[
+        int,
+        typer.Option(
+            "--max-faces", help="Above this many faces the tiles are an even sample across the quality range."
+        ),
+    ] = 30_000,
+    link: Annotated[
+        bool, typer.Option("--link", help="Point tiles at crop_path files instead of embedding.")
+    ] = False,
+    thumb_size: Annotated[int, typer.Option("--thumb-size", help="Thumbnail side in pixels.")] = 80,
+    fmt: Annotated[str, typer.Option("--format", help="Embedded thumbnail format: webp or jpeg.")] = "webp",
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base", help="Directory that relative paths in the score file are relative to (default: cwd)."
+        ),
+    ] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Page title.")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="Initial threshold of the page.")] = 0.5,
+    jobs: Annotated[
+        int, typer.Option("-j", "--jobs", help="Processes making thumbnails (0: all cores).")
+    ] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Write a self-contained HTML contact sheet of the faces, ranked by quality."""
+    from facequal.report import build_report
+
+    res = build_report(
+        scores,
+        output,
+        group=group,
+        order=order,
+        max_faces=max_faces,
+        link=link,
+        thumb_size=thumb_size,
+        fmt=fmt,
+        base=base,
+        title=title,
+        threshold=threshold,
+        jobs=jobs,
+        overwrite=overwrite,
+        source=str(scores),
+        progress=lambda s: err_console.print(s, highlight=False),
+    )
+    for n in res.notes:
+        err_console.print(f"facequal: note: {n}", highlight=False, soft_wrap=True)
+    err_console.print(
+        f"wrote {res.path}: {res.n_shown} of {res.n_faces} faces, {res.size_bytes / 1e6:.1f} MB",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("pool")
+@handles_errors
+def pool_cmd(
+    scores: Annotated[Path, typer.Option("--scores", help="Score file (quality per face).")],
+    embeddings: Annotated[Path, typer.Option("--embeddings", help="Embeddings file (vector per face).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Templates Parquet file to write.")],
+    by: Annotated[str, typer.Option("--by", help="Column defining the sets, e.g. identity.")] = "identity",
+    method: Annotated[str, typer.Option("--method", help="mean, quality, softmax or topk.")] = "quality",
+    tau: Annotated[float, typer.Option("--tau", help="Softmax temperature (method softmax).")] = 0.1,
+    k: Annotated[int, typer.Option("--k", help="Faces averaged by method topk.")] = 3,
+    min_quality: Annotated[
+        float | None,
+        typer.Option("--min-quality", help="Discard faces below this quality before pooling."),
+    ] = None,
+    if_empty: Annotated[
+        str,
+        typer.Option(
+            "--if-empty",
+            help="Groups with no face left by --min-quality: drop, best (keep the best face), error.",
+        ),
+    ] = "drop",
+    embedding_column: Annotated[
+        str, typer.Option("--embedding-column", help="Column of the vectors.")
+    ] = "embedding",
+    drop_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--drop-invalid",
+            help="Leave out unmatched faces, NaN qualities, missing groups (instead of stopping).",
+        ),
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Pool the embeddings of each set into one quality-weighted, L2-normalised template."""
+    from facequal.pool import pool
+
+    res = pool(
+        scores,
+        embeddings,
+        by=by,
+        method=method,
+        tau=tau,
+        k=k,
+        min_quality=min_quality,
+        if_empty=if_empty,
+        embedding_column=embedding_column,
+        drop_invalid=drop_invalid,
+        output=output,
+        overwrite=overwrite,
+        warn=lambda m: err_console.print(f"facequal: warning: {m}", highlight=False, soft_wrap=True),
+    )
+    t = res.table
+    err_console.print(
+        f"wrote {output}: {t.num_rows} templates from {sum(t['n_members'].to_pylist())} faces "
+        f"({method} pooling)",
+        highlight=False,
+        soft_wrap=True,
+    )

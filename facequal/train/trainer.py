@@ -1,0 +1,450 @@
+"""The training loop: student + branch + distillation (Eq. 5) on a precomputed training cache.
+
+``run(config)`` is the whole entry point: it reads the cache (never runs the teacher), chooses
+the label parameters from the teacher's cosines unless given, trains with SGD and a step LR
+schedule, writes a JSONL log and atomic checkpoints (``--resume`` continues from the last one,
+bit-for-bit like an uninterrupted run on the same device), then exports the student to ONNX with
+its contract, fitting the calibration map on the validation cache when there is one.
+
+Files in ``out_dir``: ``config.json``, ``label_params.json``, ``log.jsonl``, ``checkpoint.pt``,
+``<export_name>`` (the ONNX model), ``calibration.json`` (with the reliability table on the
+validation faces) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facequal.contract import Contract
+from facequal.train import calibrate as cal
+from facequal.train import labels as lab
+from facequal.train import losses
+from facequal.train.cache import TrainingCache
+from facequal.train.config import TrainConfig
+from facequal.train.degrade import border_bands
+from facequal.train.framing import student_contract
+from facequal.train.nets import BranchNet, LightQNet
+from facequal.train.sampler import PKSampler
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Step schedule: ``lr * gamma ** (milestones passed)``, milestones as fractions of ``steps``."""
+    passed = sum(step >= round(f * cfg.steps) for f in cfg.lr_milestones)
+    return cfg.lr * cfg.lr_gamma ** passed
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True, default=float)
+    os.replace(tmp, path)
+
+
+def training_rows(cache: TrainingCache, variants: list[str] | None) -> np.ndarray:
+    """Rows of the cache whose variant kind is in ``variants`` (all rows when None)."""
+    if variants is None:
+        return np.arange(cache.n)
+    names = list(cache.meta["variants"])
+    unknown = set(variants) - set(names)
+    if unknown:
+        raise ValueError(f"variants {sorted(unknown)} are not in the cache (it has {names})")
+    ids = [names.index(v) for v in variants]
+    return np.flatnonzero(np.isin(np.asarray(cache.variant), ids))
+
+
+def clean_rows(cache: TrainingCache, rows: np.ndarray | None = None) -> np.ndarray:
+    """The rows of clean (variant 0) crops among ``rows``."""
+    rows = np.arange(cache.n) if rows is None else rows
+    return rows[np.asarray(cache.variant)[rows] == 0]
+
+
+def label_parameters(cache: TrainingCache, rows: np.ndarray, cfg: TrainConfig) -> dict[str, Any]:
+    """m, s (Eq. 1-2), the teacher's FMR threshold and cosine range, from the clean training rows."""
+    sel = clean_rows(cache, rows)
+    if sel.size == 0:
+        sel = rows
+    emb = np.asarray(cache.emb[sel])
+    ident = np.asarray(cache.identity[sel])
+    image = np.asarray(cache.image[sel])
+    gen = lab.genuine_cosines(emb, ident, image, seed=cfg.seed)
+    n_imp = int(min(1_000_000, max(10_000, sel.size * 50)))
+    imp = lab.impostor_cosines(emb, ident, n_pairs=n_imp, seed=cfg.seed)
+    params = lab.choose_label_params(gen, imp, cfg.fmr)
+    params["threshold"] = params["m"]  # the teacher's threshold at FMR, whatever m is set to
+    params["m_auto"], params["s_auto"] = params["m"], params["s"]
+    if cfg.m is not None:
+        params["m"] = float(cfg.m)
+    if cfg.s is not None:
+        params["s"] = float(cfg.s)
+    params["share_below_half_soft"] = float(np.mean(lab.soft_labels(gen, params["m"], params["s"]) < 0.5))
+    params["share_below_half_hard"] = float(np.mean(gen <= params["m"]))
+    lo, hi = cfg.reg_range if cfg.reg_range is not None else lab.cosine_range(gen)
+    params["reg_lo"], params["reg_hi"] = float(lo), float(hi)
+    return params
+
+
+def identity_folds(identity: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """A fold number per row: identities are shuffled (seeded) and dealt into ``n_folds`` folds."""
+    identity = np.asarray(identity)
+    if n_folds <= 1:
+        return np.zeros(identity.size, dtype=np.int64)
+    uniq = np.unique(identity)
+    perm = np.random.default_rng([seed, 7919]).permutation(uniq.size)
+    fold_of = np.empty(uniq.size, dtype=np.int64)
+    fold_of[perm] = np.arange(uniq.size) % n_folds
+    return fold_of[np.searchsorted(uniq, identity)]
+
+
+def to_input(crops: np.ndarray, contract: Contract, device: torch.device,
+             channels_last: bool) -> torch.Tensor:
+    """uint8 [N, H, W, 3] RGB crops -> the normalised float NCHW tensor the student takes."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device)
+    if contract.color == "BGR":
+        x = x.flip(-1)
+    x = x.permute(0, 3, 1, 2).float()  # NHWC memory: already channels_last strides
+    mean = torch.tensor(contract.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(contract.std, device=device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@torch.no_grad()
+def predict_logits(student: torch.nn.Module, crops: np.ndarray, contract: Contract,
+                   device: torch.device | None = None, batch: int = 256,
+                   channels_last: bool = True) -> np.ndarray:
+    """The student's logits on uint8 crops (eval mode; the module's mode is restored)."""
+    device = device or next(student.parameters()).device
+    was = student.training
+    student.eval()
+    out = []
+    try:
+        for start in range(0, len(crops), batch):
+            x = to_input(np.asarray(crops[start:start + batch]), contract, device, channels_last)
+            out.append(student(x).float().cpu().numpy())
+    finally:
+        student.train(was)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def pair_auc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for the 0/1 ``positive`` (Mann-Whitney, ties halved)."""
+    score = np.asarray(score, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(score.size)
+    s_sorted = score[order]
+    # average ranks over ties
+    uniq, start, counts = np.unique(s_sorted, return_index=True, return_counts=True)
+    avg = start + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def evaluate(student: torch.nn.Module, cache: TrainingCache, params: Mapping[str, Any], contract: Contract,
+             device: torch.device, channels_last: bool = True) -> dict[str, float]:
+    """Validation numbers on the clean rows of ``cache``.
+
+    ``val_idq``: the paper's soft-label IDQ loss over all same-person pairs of different photos;
+    ``val_pair_auc``: how well min(q_i, q_j) separates the pairs the teacher accepts at ``m``.
+    """
+    rows = clean_rows(cache)
+    if rows.size == 0:
+        return {}
+    z = predict_logits(student, cache.crops_student[rows], contract, device, channels_last=channels_last)
+    emb = np.asarray(cache.emb[rows], dtype=np.float64)
+    ident, image = np.asarray(cache.identity[rows]), np.asarray(cache.image[rows])
+    zs, ts, hs = [], [], []
+    for i in np.unique(ident):
+        r = np.flatnonzero(ident == i)
+        if r.size < 2:
+            continue
+        a, b = np.triu_indices(r.size, 1)
+        keep = image[r[a]] != image[r[b]]
+        a, b = r[a[keep]], r[b[keep]]
+        cos = np.einsum("nd,nd->n", emb[a], emb[b])
+        zs.append(np.minimum(z[a], z[b]))
+        ts.append(lab.soft_labels(cos, params["m"], params["s"]))
+        hs.append(cos > params["m"])
+    if not zs:
+        return {}
+    zz, tt, hh = np.concatenate(zs), np.concatenate(ts), np.concatenate(hs)
+    bce = np.maximum(zz, 0) - zz * tt + np.log1p(np.exp(-np.abs(zz)))
+    return {"val_idq": float(bce.mean()), "val_pair_auc": pair_auc(zz, hh), "val_pairs": int(zz.size)}
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+class _State:
+    """The modules and optimiser of a run."""
+
+    def __init__(self, cfg: TrainConfig, feat_shape: tuple[int, ...], device: torch.device) -> None:
+        torch.manual_seed(cfg.seed)
+        self.student = LightQNet(cfg.width).to(device)
+        if cfg.channels_last:
+            self.student = self.student.to(memory_format=torch.channels_last)
+        if cfg.branch_pool == "avg" or len(feat_shape) == 1:
+            in_features = int(feat_shape[0])
+        else:
+            in_features = int(np.prod(feat_shape))
+        n_branches = 0 if cfg.mode == "student" else max(1, cfg.oof_folds)
+        self.branches = torch.nn.ModuleList(
+            [BranchNet(in_features, cfg.branch_hidden, cfg.branch_pool) for _ in range(n_branches)])
+        self.branches.to(device)
+        params = list(self.branches.parameters())
+        if cfg.mode != "branch":
+            params = list(self.student.parameters()) + params
+        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"student": self.student.state_dict(), "branches": self.branches.state_dict(),
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, d: Mapping[str, Any]) -> None:
+        self.student.load_state_dict(d["student"])
+        self.branches.load_state_dict(d["branches"])
+        self.optimizer.load_state_dict(d["optimizer"])
+
+
+def _trim_log(path: Path, before_step: int) -> None:
+    """Drop log lines at or after ``before_step`` (written after the checkpoint we resume from)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", -1) < before_step]
+    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+
+def train_step(state: _State, cfg: TrainConfig, params: Mapping[str, Any], x: torch.Tensor, emb: torch.Tensor,
+               feat: torch.Tensor, identity: torch.Tensor, image: torch.Tensor,
+               fold: torch.Tensor) -> dict[str, float]:
+    """One optimisation step of Eq. 5 (or its ablations); returns the loss terms."""
+    cos = losses.cosine_matrix(emb)
+    mask = losses.pair_mask(identity, image, cfg.same_image_pairs)
+    if cfg.label == "regression":
+        def pair_loss(z: torch.Tensor, msk: torch.Tensor) -> torch.Tensor:
+            return losses.regression_loss(z, cos, msk, params["reg_lo"], params["reg_hi"])
+        labels = None
+    else:
+        labels = losses.pair_labels(cos, params["m"], params["s"], cfg.label)
+
+        def pair_loss(z: torch.Tensor, msk: torch.Tensor) -> torch.Tensor:
+            return losses.idq_loss(z, labels, msk, cfg.idq_variant)
+
+    out: dict[str, float] = {"pairs": int(mask.sum())}
+    total = x.new_zeros(())
+    z = None
+    if cfg.mode != "branch":
+        z = state.student(x)
+        l_q = pair_loss(z, mask)
+        total = total + l_q
+        out["idq_q"] = float(l_q.detach())
+    if len(state.branches):
+        logits = [b(feat) for b in state.branches]
+        if len(logits) == 1:
+            l_b = pair_loss(logits[0], mask)
+            target = logits[0]
+        else:
+            l_b = sum(pair_loss(a, mask & (fold != f)[:, None]) for f, a in enumerate(logits)) / len(logits)
+            stacked = torch.stack(logits, dim=1)
+            target = stacked.gather(1, fold[:, None]).squeeze(1)
+        total = total + l_b
+        out["idq_b"] = float(l_b.detach())
+        if cfg.mode == "distill" and z is not None:
+            kl = losses.bernoulli_kl(target, z, cfg.kl_reduction)
+            total = total + cfg.lam * kl
+            out["kl"] = float(kl.detach())
+    state.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    state.optimizer.step()
+    out["loss"] = float(total.detach())
+    if labels is not None:
+        out["below_half"] = losses.share_below_half(labels, mask)
+    return out
+
+
+def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """Train, checkpoint, export and calibrate as ``config`` says; returns the run's summary."""
+    if isinstance(config, (str, Path)):
+        cfg = TrainConfig.from_file(config)
+    elif isinstance(config, Mapping):
+        cfg = TrainConfig.from_dict(dict(config))
+    else:
+        cfg = config
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = cfg.deterministic
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+    cache = TrainingCache.open(cfg.cache)
+    rows = training_rows(cache, cfg.variants)
+    contract = student_contract(cfg.width)
+    if tuple(cache.crops_student.shape[1:3]) != tuple(contract.crop_size[::-1]):
+        raise ValueError(f"cache crops are {cache.crops_student.shape[1:3]}, "
+                         f"the student takes {contract.crop_size}")
+
+    ckpt_path = out_dir / CHECKPOINT
+    resume_state = None
+    if cfg.resume and ckpt_path.is_file():
+        resume_state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        params = dict(resume_state["label_params"])
+    else:
+        params = label_parameters(cache, rows, cfg)
+    _write_json(out_dir / "config.json", cfg.to_dict())
+    _write_json(out_dir / "label_params.json", params)
+
+    sources = list(cache.meta["sources"])
+    weights = None
+    if cfg.source_weights is not None:
+        weights = {sources.index(name): float(w) for name, w in cfg.source_weights.items() if name in sources}
+    sub = PKSampler(np.asarray(cache.identity[rows]), np.asarray(cache.source[rows]),
+                    np.asarray(cache.image[rows]), p=cfg.p, k=cfg.k, source_weights=weights,
+                    seed=cfg.seed, fill=cfg.fill, singletons=cfg.singletons)
+    folds_all = identity_folds(np.asarray(cache.identity), cfg.oof_folds, cfg.seed)
+
+    state = _State(cfg, tuple(cache.feat.shape[1:]), device)
+    start = 0
+    if resume_state is not None:
+        state.load_state_dict(resume_state)
+        start = int(resume_state["step"])
+        torch.set_rng_state(resume_state["torch_rng"].cpu())
+        if device.type == "cuda" and resume_state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(resume_state["cuda_rng"].cpu())
+    log_path = out_dir / LOG
+    _trim_log(log_path, start)
+
+    val_cache = TrainingCache.open(cfg.val_cache) if cfg.val_cache else None
+
+    def checkpoint(next_step: int) -> None:
+        _atomic_torch_save({**state.state_dict(), "step": next_step, "config": cfg.to_json(),
+                            "label_params": params, "torch_rng": torch.get_rng_state(),
+                            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None},
+                           ckpt_path)
+
+    state.student.train()
+    state.branches.train()
+    stop = cfg.steps if cfg.max_steps_this_run is None else min(cfg.steps, start + cfg.max_steps_this_run)
+    t0, seen = time.perf_counter(), 0
+    with log_path.open("a", encoding="utf-8") as log:
+        for step in range(start, stop):
+            lr = lr_at(cfg, step)
+            for group in state.optimizer.param_groups:
+                group["lr"] = lr
+            local = np.sort(sub.batch(step))
+            r = rows[local]
+            crops = np.asarray(cache.crops_student[r])
+            if cfg.online_bands > 0:
+                rng = np.random.default_rng([cfg.seed, step, 1])
+                crops = np.stack([border_bands(c, rng, p_side=cfg.online_bands)[0] for c in crops])
+            x = to_input(crops, contract, device, cfg.channels_last)
+            emb = torch.from_numpy(np.asarray(cache.emb[r], dtype=np.float32)).to(device)
+            feat = torch.from_numpy(np.asarray(cache.feat[r], dtype=np.float32)).to(device)
+            ident = torch.from_numpy(np.asarray(cache.identity[r], dtype=np.int64)).to(device)
+            image = torch.from_numpy(np.asarray(cache.image[r], dtype=np.int64)).to(device)
+            fold = torch.from_numpy(folds_all[r]).to(device)
+            terms = train_step(state, cfg, params, x, emb, feat, ident, image, fold)
+            seen += len(r)
+            if not math.isfinite(terms["loss"]):
+                raise FloatingPointError(f"loss is {terms['loss']} at step {step}")
+            last = step + 1 == stop
+            if step % cfg.log_every == 0 or last:
+                dt = time.perf_counter() - t0
+                entry = {"step": step, "lr": lr, **terms, "batch": len(r),
+                         "images_per_s": seen / max(dt, 1e-9)}
+                if val_cache is not None and cfg.eval_every and (step % cfg.eval_every == 0 or last):
+                    entry.update(evaluate(state.student, val_cache, params, contract, device,
+                                          cfg.channels_last))
+                log.write(json.dumps(entry, default=float) + "\n")
+                log.flush()
+            if (step + 1) % cfg.checkpoint_every == 0 or last:
+                checkpoint(step + 1)
+    done = max(start, stop)
+    summary: dict[str, Any] = {"steps_done": done, "steps": cfg.steps, "device": str(device),
+                               "label_params": params, "out_dir": str(out_dir)}
+    if done >= cfg.steps and cfg.export and cfg.mode != "branch":
+        summary.update(finish(state.student, cfg, params, val_cache, device))
+    _write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def finish(student: torch.nn.Module, cfg: TrainConfig, params: Mapping[str, Any],
+           val_cache: TrainingCache | None, device: torch.device) -> dict[str, Any]:
+    """Calibrate on the validation cache (when given), export to ONNX and check parity."""
+    from facequal.train.export import export_onnx, onnx_parity
+
+    out_dir = Path(cfg.out_dir)
+    contract = student_contract(cfg.width)
+    result: dict[str, Any] = {}
+    calibration = None
+    if val_cache is not None and cfg.calibrate:
+        rows = clean_rows(val_cache)
+        z = predict_logits(student, val_cache.crops_student[rows], contract, device,
+                           channels_last=cfg.channels_last)
+        raw = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+        target, valid = cal.acceptance_targets(
+            np.asarray(val_cache.emb[rows]), np.asarray(val_cache.identity[rows]), params["threshold"],
+            np.asarray(val_cache.image[rows]))
+        if valid.sum() >= 2:
+            calibration = cal.fit_calibration(raw[valid], target[valid])
+            table = cal.reliability_table(cal.apply_calibration(raw[valid], calibration), target[valid])
+            _write_json(out_dir / "calibration.json", {
+                "calibration": calibration, "reliability_validation": table,
+                "ece_validation": cal.expected_calibration_error(table), "n_faces": int(valid.sum()),
+                "acceptance_rate": float(target[valid].mean()), "threshold": params["threshold"]})
+            result["calibrated_on"] = int(valid.sum())
+    training = {
+        "method": "LightQNet IDQ (Chen et al. 2021), facequal reimplementation",
+        "mode": cfg.mode, "label": cfg.label, "idq_variant": cfg.idq_variant,
+        "m": params["m"], "s": params["s"], "teacher_threshold": params["threshold"], "fmr": cfg.fmr,
+        "lambda": cfg.lam, "kl_reduction": cfg.kl_reduction, "oof_folds": cfg.oof_folds,
+        "steps": cfg.steps, "batch": f"{cfg.p}x{cfg.k}", "lr": cfg.lr, "width": cfg.width, "seed": cfg.seed,
+        "teacher": "dlib_face_recognition_resnet_model_v1", "data": cfg.data_description,
+    }
+    full = student_contract(cfg.width, calibration=calibration)
+    path = export_onnx(copy.deepcopy(student).cpu(), out_dir / cfg.export_name, full, training)
+    result["onnx"] = str(path)
+    result["parity_max_abs"] = onnx_parity(student.cpu(), path)
+    student.to(device)
+    return result

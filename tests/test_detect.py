@@ -1,0 +1,82 @@
+"""Detector maths: priors, box and landmark decoding, NMS; and the real model on a real face."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from facequal.detect import Face, RetinaFace, decode_boxes, decode_landmarks, nms, pick_largest, priors
+
+
+def test_priors_count_and_order():
+    p = priors(64, 96)
+    # strides 8/16/32 -> 8x12, 4x6, 2x3 cells, two sizes each
+    assert p.shape == ((8 * 12 + 4 * 6 + 2 * 3) * 2, 4)
+    # first cell, both sizes: centre (4/96, 4/64), sizes 16 and 32 pixels
+    np.testing.assert_allclose(p[0], [4 / 96, 4 / 64, 16 / 96, 16 / 64], rtol=1e-6)
+    np.testing.assert_allclose(p[1], [4 / 96, 4 / 64, 32 / 96, 32 / 64], rtol=1e-6)
+    # second cell moves along x
+    np.testing.assert_allclose(p[2][:2], [12 / 96, 4 / 64], rtol=1e-6)
+    # the stride-32 level starts after the two finer ones
+    start = (8 * 12 + 4 * 6) * 2
+    np.testing.assert_allclose(p[start], [16 / 96, 16 / 64, 256 / 96, 256 / 64], rtol=1e-6)
+
+
+def test_decode_zero_regression_gives_prior_box():
+    prior = np.array([[0.5, 0.5, 0.2, 0.4]])
+    box = decode_boxes(np.zeros((1, 4)), prior)
+    np.testing.assert_allclose(box, [[0.4, 0.3, 0.6, 0.7]])
+    lm = decode_landmarks(np.zeros((1, 10)), prior)
+    np.testing.assert_allclose(lm, np.full((1, 5, 2), 0.5))
+
+
+def test_decode_applies_variances():
+    prior = np.array([[0.5, 0.5, 0.2, 0.2]])
+    loc = np.array([[1.0, 0.0, np.log(2) / 0.2, 0.0]])
+    box = decode_boxes(loc, prior)
+    # centre x moves by 1 * 0.1 * 0.2 = 0.02; width doubles to 0.4
+    np.testing.assert_allclose(box, [[0.52 - 0.2, 0.4, 0.52 + 0.2, 0.6]], atol=1e-9)
+
+
+def test_nms_suppresses_overlaps_and_is_stable():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10]], float)
+    scores = np.array([0.9, 0.8, 0.7, 0.9])
+    keep = nms(boxes, scores, 0.4)
+    assert keep.tolist() == [0, 2]
+
+
+def test_pick_largest_breaks_ties_by_centre():
+    lm = np.zeros((5, 2))
+    a = Face(box=np.array([0, 0, 10, 10.0]), score=0.9, landmarks=lm)
+    b = Face(box=np.array([45, 45, 55, 55.0]), score=0.8, landmarks=lm)
+    c = Face(box=np.array([0, 0, 5, 5.0]), score=0.99, landmarks=lm)
+    assert pick_largest([a, b, c], 100, 100) == [b]
+
+
+def test_detects_the_astronaut_with_plausible_landmarks(astronaut):
+    img = Image.fromarray(astronaut)
+    faces = RetinaFace().detect(img)
+    assert len(faces) >= 1
+    f = faces[0]
+    assert f.score > 0.9
+    le, re, nose, lm, rm = f.landmarks
+    assert le[0] < re[0] and lm[0] < rm[0]               # image left / right order
+    assert le[1] < nose[1] < (lm[1] + rm[1]) / 2          # eyes above nose above mouth
+    assert f.box[0] < nose[0] < f.box[2] and f.box[1] < nose[1] < f.box[3]
+
+
+def test_downscaled_detection_maps_back_to_full_resolution(astronaut):
+    img = Image.fromarray(astronaut)
+    full = RetinaFace(det_size=0).detect(img)[0]
+    small = RetinaFace(det_size=256).detect(img)[0]
+    # Detector noise at half resolution is a few pixels; a mapping error would be ~100 px.
+    assert np.abs(full.landmarks - small.landmarks).max() < 0.25 * full.inter_eye
+
+
+def test_tight_crop_found_through_padding_retry(astronaut):
+    img = Image.fromarray(astronaut)
+    f = RetinaFace().detect(img)[0]
+    x1, y1, x2, y2 = f.box
+    tight = img.crop((int(x1) + 5, int(y1) + 10, int(x2) - 5, int(y2) - 5))
+    found = RetinaFace().detect(tight)
+    assert found, "the padded retry should find a face that fills the frame"

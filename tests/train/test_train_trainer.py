@@ -1,0 +1,111 @@
+"""End to end on a tiny synthetic cache: train, checkpoint, resume, export, calibrate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'facequal[train]')")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from facequal.contract import contract_from_onnx_metadata  # noqa: E402
+from facequal.train import TrainConfig, run  # noqa: E402
+from facequal.train.cache import write_cache  # noqa: E402
+from facequal.train.trainer import CHECKPOINT, LOG, identity_folds, lr_at, pair_auc  # noqa: E402
+
+
+def synthetic_cache(root: Path, n_ids: int = 6, per_id: int = 8, seed: int = 0) -> Path:
+    """~48 random images of 6 identities in 2 sources; 2 variants (clean, flip) per photo."""
+    rng = np.random.default_rng(seed)
+    n = n_ids * per_id
+    ident = np.repeat(np.arange(n_ids), per_id)
+    centres = rng.normal(size=(n_ids, 128))
+    emb = centres[ident] + rng.normal(scale=0.6, size=(n, 128))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    crops = rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+    crops[: n // 2] //= 3  # some darker images
+    arrays = {"crops_student": crops, "identity": ident, "source": ident % 2,
+              "image": np.arange(n) // 2, "variant": np.arange(n) % 2, "emb": emb.astype(np.float32),
+              "feat": rng.normal(size=(n, 256, 4, 4)).astype(np.float16)}
+    meta = {"sources": ["lfw", "celeba"], "identities": [f"id{i}" for i in range(n_ids)],
+            "variants": ["clean", "flip"]}
+    return write_cache(root, arrays, meta)
+
+
+def _config(tmp_path: Path, out: str, **kw) -> TrainConfig:
+    base = dict(cache=str(tmp_path / "cache"), out_dir=str(tmp_path / out), steps=5, p=3, k=4,
+                width=0.25, checkpoint_every=2, log_every=1, threads=1, export=False, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _state(out: Path) -> dict:
+    return torch.load(out / CHECKPOINT, weights_only=True)
+
+
+def test_train_resume_export(tmp_path: Path) -> None:
+    synthetic_cache(tmp_path / "cache")
+    straight = run(_config(tmp_path, "a"))
+    assert straight["steps_done"] == 5
+    log = [json.loads(x) for x in (tmp_path / "a" / LOG).read_text().splitlines()]
+    assert [e["step"] for e in log] == [0, 1, 2, 3, 4]
+    assert all(np.isfinite(e["loss"]) and e["pairs"] > 0 and {"idq_q", "idq_b", "kl"} <= set(e) for e in log)
+
+    # interrupted after 3 steps (checkpoint at 2, and at the stop), then resumed to 5
+    first = run(_config(tmp_path, "b", max_steps_this_run=3))
+    assert first["steps_done"] == 3 and _state(tmp_path / "b")["step"] == 3
+    resumed = run(_config(tmp_path, "b", resume=True, export=True, val_cache=str(tmp_path / "cache")))
+    assert resumed["steps_done"] == 5
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    for key in ("student", "branches"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), name   # resume == uninterrupted run
+    log_b = [json.loads(x)["step"] for x in (tmp_path / "b" / LOG).read_text().splitlines()]
+    assert log_b == [0, 1, 2, 3, 4]
+
+    # the exported model loads in onnxruntime, carries its contract and says (0, 1)
+    path = Path(resumed["onnx"])
+    assert resumed["parity_max_abs"] <= 1e-5
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 3, 96, 96)).astype(np.float32)
+    y = sess.run(None, {"input": x})[0]
+    assert y.shape == (4, 1) and np.all((y > 0) & (y < 1))
+    contract = contract_from_onnx_metadata(sess.get_modelmeta().custom_metadata_map)
+    assert contract.task == "quality" and contract.calibration is not None
+    params = json.loads((tmp_path / "b" / "label_params.json").read_text())
+    assert {"m", "s", "threshold", "share_below_half_soft", "reg_lo", "reg_hi"} <= set(params)
+    assert (tmp_path / "b" / "calibration.json").is_file()
+
+
+@pytest.mark.parametrize("kw", [
+    {"label": "regression", "mode": "student"},
+    {"label": "hard", "idq_variant": "released", "oof_folds": 2, "online_bands": 0.5},
+    {"mode": "branch"},
+])
+def test_ablation_modes_run(tmp_path: Path, kw: dict) -> None:
+    synthetic_cache(tmp_path / "cache")
+    s = run(_config(tmp_path, "r", steps=2, channels_last=False, **kw))
+    assert s["steps_done"] == 2
+    log = [json.loads(x) for x in (tmp_path / "r" / LOG).read_text().splitlines()]
+    assert all(np.isfinite(e["loss"]) for e in log)
+    if kw.get("mode") == "branch":
+        assert "idq_q" not in log[0] and "kl" not in log[0]
+    if kw.get("mode") == "student":
+        assert "idq_b" not in log[0]
+
+
+def test_schedule_folds_and_auc() -> None:
+    cfg = TrainConfig(cache="c", out_dir="o", steps=100, lr=0.01)
+    lrs = [lr_at(cfg, s) for s in (0, 49, 50, 74, 75, 99)]
+    assert lrs == pytest.approx([0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-4])
+    ident = np.array([5, 5, 7, 9, 7, 11, 12, 13])
+    f = identity_folds(ident, 2, seed=0)
+    assert f[0] == f[1] and f[2] == f[4] and set(f.tolist()) == {0, 1}
+    assert pair_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
+    with pytest.raises(ValueError):
+        TrainConfig(cache="c", out_dir="o", label="fuzzy")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
