@@ -21,7 +21,7 @@ def list_images(folder: str, limit: int) -> list[str]:
 
     out = []
     for p in walk_folder(folder):
-        out.append(p)
+        out.append(os.path.abspath(p))
         if len(out) >= limit:
             break
     return out

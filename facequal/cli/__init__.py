@@ -10,5 +10,6 @@ from facequal.cli.app import app, main  # noqa: F401
 # Importing a verb's module registers its command(s) on the app.
 from facequal.cli import score as _score  # noqa: F401,E402  isort: skip
 from facequal.cli import embed as _embed  # noqa: F401,E402  isort: skip
+from facequal.cli import train as _train  # noqa: F401,E402  isort: skip
 from facequal.cli import curate as _curate  # noqa: F401,E402  isort: skip
 from facequal.cli import evaluate as _evaluate  # noqa: F401,E402  isort: skip
