@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from facequal import __version__, schema
@@ -20,7 +21,9 @@ from facequal.faces import FaceOptions
 from facequal.models.zoo import ModelSpec, resolve_model
 from facequal.pipeline import DEFAULT_CHUNK, WorkerConfig, rows_to_table, run_chunks
 from facequal.sources import ImageRef, Sources, collect, in_shard, parse_shard
-from facequal.store import ORDINAL, RunStore, done_keys
+from facequal.store import ORDINAL, RunStore, RunSummary, done_keys
+
+BACKENDS = ("local", "dask")
 
 
 def default_jobs() -> int:
@@ -29,6 +32,48 @@ def default_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+class RefList(Sequence[ImageRef]):
+    """A run's image references, held compactly: paths as Arrow strings (about their length in
+    bytes each) instead of one Python object per input, so that the input list of a long run costs
+    little memory. Indexing and iteration give :class:`~facequal.sources.ImageRef` values back;
+    carried columns and given faces are kept as they came, and only when some input has them.
+    """
+
+    _BLOCK = 8192
+
+    def __init__(self, refs: Sequence[ImageRef]) -> None:
+        self._paths = pa.array([r.path for r in refs], pa.string())
+        same = all(r.fs_path == r.path for r in refs)
+        # File names need not be UTF-8: keep them as bytes (os.fsencode), decoded back on use.
+        self._fs = None if same else pa.array([os.fsencode(r.fs_path) for r in refs], pa.binary())
+        self._carried = [r.carried for r in refs] if any(len(r.carried) for r in refs) else None
+        self._faces = [r.faces for r in refs] if any(r.faces is not None for r in refs) else None
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def _make(self, i: int, path: str, fs: str | None) -> ImageRef:
+        return ImageRef(path=path, fs_path=path if fs is None else fs,
+                        carried=self._carried[i] if self._carried is not None else None,
+                        faces=self._faces[i] if self._faces is not None else None)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        path = self._paths[i].as_py()
+        return self._make(i, path, None if self._fs is None else os.fsdecode(self._fs[i].as_py()))
+
+    def __iter__(self) -> Iterator[ImageRef]:
+        for start in range(0, len(self), self._BLOCK):
+            paths = self._paths.slice(start, self._BLOCK).to_pylist()
+            fs = ([os.fsdecode(b) for b in self._fs.slice(start, self._BLOCK).to_pylist()]
+                  if self._fs is not None else [None] * len(paths))
+            for k, (p, f) in enumerate(zip(paths, fs, strict=True)):
+                yield self._make(start + k, p, f)
 
 
 def output_schema(spec: ModelSpec, carried_fields: dict[str, pa.Field], dim: int | None = None) -> pa.Schema:
@@ -77,7 +122,8 @@ class Job:
                  batch_size: int = 64, jobs: int | None = None, threads: int = 1,
                  device: str = "cpu", save_crops: str | None = None,
                  chunk_size: int = DEFAULT_CHUNK, spec: ModelSpec | None = None,
-                 from_scores: str | None = None) -> None:
+                 from_scores: str | None = None, backend: str = "local",
+                 scheduler: str | None = None) -> None:
         from facequal.decode import DEFAULT_MAX_PIXELS
         from facequal.errors import UserError
 
@@ -85,6 +131,16 @@ class Job:
             raise UserError(f"--faces must be 'largest' or 'all', not {faces!r}")
         if batch_size < 1 or chunk_size < 1:
             raise UserError("--batch-size must be at least 1")
+        if backend not in BACKENDS:
+            raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        if backend == "dask":
+            from facequal.backends import check_dask
+
+            check_dask(scheduler)
+        elif scheduler:
+            raise UserError("--scheduler is for --backend dask")
+        self.backend = backend
+        self.scheduler = scheduler
         self.spec = spec or resolve_model(model, contract_file=contract, task=task)
         self.face_options = FaceOptions(
             faces=faces, det_size=det_size, det_threshold=det_threshold, min_face=min_face, pad=pad,
@@ -94,7 +150,13 @@ class Job:
         else:
             self.sources = collect(inputs, path_column=path_column, identity_from=identity_from)
         sh = parse_shard(shard)
-        self.refs = [r for r in self.sources.refs if in_shard(r.path, sh)]
+        self.shard = sh
+        refs = self.sources.refs if sh is None else [r for r in self.sources.refs if in_shard(r.path, sh)]
+        self.refs: Sequence[ImageRef] = RefList(refs)
+        # The list of reference objects is not kept: the compact one replaces it.
+        self.sources.refs = []
+        del refs
+        self.summary: RunSummary | None = None
         self.jobs = jobs or default_jobs()
         self.chunk_size = chunk_size
         if save_crops:
@@ -119,42 +181,65 @@ class Job:
                                                    "min_face": self.face_options.min_face})}
 
     def iter_tables(self, skip: set | None = None, progress=None) -> Iterator[pa.Table]:
-        """Run, yielding one table (with the ordinal column) per finished chunk, in input order."""
+        """Run, yielding one table (with the ordinal column) per finished chunk, in input order.
+
+        Chunks stream through the workers (local processes or a Dask cluster) with a bounded
+        number in flight, so memory does not grow with the number of inputs.
+        """
         from facequal.faces import file_stat
 
-        todo = []
-        for i, r in enumerate(self.refs):
-            if skip and (r.path, *file_stat(r.fs_path)) in skip:
-                continue
-            todo.append((i, r))
+        refs = self.refs
+        skipped = np.zeros(len(refs), dtype=bool)
+        if skip:
+            for i, r in enumerate(refs):
+                skipped[i] = (r.path, *file_stat(r.fs_path)) in skip
+        n_skipped = int(skipped.sum())
+        todo = ((i, r) for i, r in enumerate(refs) if not skipped[i])  # streamed, never a list
         if progress is not None:
-            progress.start(total=len(self.refs), done=len(self.refs) - len(todo))
-        carried = {i: r.carried for i, r in todo} if self.sources.carried_fields else {}
-        for chunk, rows in run_chunks(todo, self.config, jobs=self.jobs, chunk_size=self.chunk_size):
+            progress.start(total=len(refs), done=n_skipped)
+        has_carried = bool(self.sources.carried_fields)
+        for chunk, rows in run_chunks(todo, self.config, jobs=self.jobs, chunk_size=self.chunk_size,
+                                      backend=self.backend, scheduler=self.scheduler):
+            carried = {i: r.carried for i, r in chunk} if has_carried else {}
             t = rows_to_table(rows, self.schema, carried)
             if progress is not None:
                 progress.advance(t, len(chunk))
             yield t
 
-    def run(self, output: str | None = None, *, overwrite: bool = False, resume: bool = False,
-            progress=None) -> pa.Table:
-        """Run to completion; with ``output`` the result is also written there (atomically)."""
-        order = {r.path: i for i, r in enumerate(self.refs)}
+    def run(self, output: str | os.PathLike[str] | None = None, *, overwrite: bool = False, resume: bool = False,
+            progress=None, collect: bool = True) -> pa.Table | None:
+        """Run to completion; with ``output`` the result is also written there (atomically).
+
+        Finished chunks are committed to the output's work directory as they come, and the final
+        output is written row group by row group. With ``collect=False`` (and an ``output``) no
+        table is built, so memory stays flat however many inputs there are: the method returns
+        None and :attr:`summary` holds the counts (images, statuses, median quality).
+        """
         if output is None:
             tables = list(self.iter_tables(progress=progress))
-            if not tables:
-                return self.schema.empty_table()
-            t = pa.concat_tables(tables)
-            return t.sort_by([(ORDINAL, "ascending"), ("face_index", "ascending")]).drop_columns([ORDINAL])
+            t = pa.concat_tables(tables) if tables else self.schema.append(pa.field(ORDINAL, pa.int64())).empty_table()
+            t = t.sort_by([(ORDINAL, "ascending"), ("face_index", "ascending")])
+            self.summary = RunSummary()
+            self.summary.add(t, t.column(ORDINAL).to_numpy())
+            return t.drop_columns([ORDINAL])
+        output = os.fspath(output)
         store = RunStore(output=output, schema=self.schema, fingerprint=self.options,
-                         metadata=self.metadata())
+                         metadata=self.metadata(), shard=self.shard)
         done = store.prepare(overwrite=overwrite, resume=resume)
-        for table in self.iter_tables(skip=done_keys(done), progress=progress):
+        skip = done_keys(done)
+        for table in self.iter_tables(skip=skip, progress=progress):
             store.commit(table)
-        return store.finish(order)
+        del skip
+        # After a resume, earlier parts are matched to this run's inputs by path; otherwise every
+        # part carries this run's ordinals and the merge needs nothing per input.
+        order = {r.path: i for i, r in enumerate(self.refs)} if done is not None else None
+        del done
+        result = store.finish(order, collect=collect)
+        self.summary = store.summary
+        return result
 
 
-def score(inputs: Sequence[str | os.PathLike[str]], output: str | None = None, *,
+def score(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str] | None = None, *,
           overwrite: bool = False, resume: bool = False, progress: Any = None, **options: Any) -> pa.Table:
     """Detect, align and score every face in ``inputs``; returns the score table.
 
@@ -173,7 +258,7 @@ def iter_score(inputs: Sequence[str | os.PathLike[str]], **options: Any) -> Iter
         yield t.drop_columns([ORDINAL])
 
 
-def embed(inputs: Sequence[str | os.PathLike[str]], output: str | None = None, *,
+def embed(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str] | None = None, *,
           overwrite: bool = False, resume: bool = False, progress: Any = None, **options: Any) -> pa.Table:
     """Face embeddings (L2-normalised, with the raw norm) for every face in ``inputs``.
 

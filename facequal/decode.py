@@ -3,13 +3,23 @@
 EXIF orientation is applied, every mode becomes RGB (transparent pixels over white), a pixel
 limit guards against decompression bombs, and very large JPEGs are decoded at a reduced scale
 (JPEG "draft" mode), which is cheap and still leaves far more pixels than any face crop needs.
+
+Hostile files are expected: only regular files are opened (a FIFO or ``/dev/zero`` named
+``.jpg`` would block or never end), only the formats of :data:`DECODE_FORMATS` are decoded (no
+Ghostscript for an EPS file in disguise), PNG checksums are verified, and whatever a decoder
+raises for a malformed file becomes a :class:`DecodeError` with a status and a one-line message.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,6 +34,7 @@ class DecodeError(Exception):
     """An input that cannot become an image; ``status`` is one of facequal.schema.STATUSES."""
 
     def __init__(self, status: str, message: str) -> None:
+        message = clean_message(message)
         super().__init__(message)
         self.status = status
         self.message = message
@@ -50,9 +61,12 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         elif im.mode == "I":
             hi = arr.max() if arr.size else 0
             arr = arr / 257.0 if hi > 255 else arr
-        else:
-            lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
+        else:  # float: stretched to 0..255; NaN and infinities (which carry no level) become 0
+            arr = np.where(np.isfinite(arr), arr, np.nan)
+            finite = arr[np.isfinite(arr)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
             arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+            arr = np.nan_to_num(arr, nan=0.0)
         grey = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
         return grey.convert("RGB")
     if im.mode == "P" and "transparency" in im.info:
@@ -64,16 +78,32 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def open_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               max_side: int | None = DEFAULT_MAX_SIDE) -> Decoded:
-    """Decode ``path`` to RGB, or raise :class:`DecodeError` with a status and a message.
+# Formats facequal decodes. Pillow identifies many more (EPS, for one, runs Ghostscript on the
+# file); an input of any other format is "unreadable" rather than handed to such a decoder.
+DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "PPM", "TGA", "JPEG2000", "AVIF")
+MAX_MESSAGE = 300                    # error messages are cut to this many characters
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
 
-    ``max_pixels`` bounds the declared size (checked before any pixel is decoded). JPEGs whose
-    longer side exceeds ``max_side`` are decoded at the largest power-of-two reduction that keeps
-    that side at least ``max_side``; ``Decoded.scale`` says by how much.
-    """
+
+def _formats() -> tuple[str, ...]:
+    Image.init()
+    return tuple(f for f in DECODE_FORMATS if f in Image.OPEN)
+
+
+def clean_message(message: str) -> str:
+    """An error message that Parquet can store (valid UTF-8: undecodable bytes of file names are
+    shown as backslash escapes) and that stays one short line."""
+    text = str(message).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
+
+
+def _open_regular(path: str | Path) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file; a FIFO, a device or a socket would
+    block or never end, so they are refused without reading a byte."""
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below; Pillow reads lazily
+        fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_BINARY)
     except FileNotFoundError:
         raise DecodeError(schema.MISSING, "file not found") from None
     except PermissionError:
@@ -82,15 +112,80 @@ def open_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise DecodeError(schema.UNREADABLE, "is a directory") from None
     except OSError as e:
         raise DecodeError(schema.MISSING, f"cannot open: {e.strerror or e}") from None
+    except ValueError as e:  # e.g. an embedded NUL byte: no such file can exist
+        raise DecodeError(schema.MISSING, f"invalid path: {e}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise DecodeError(schema.UNREADABLE, "is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise DecodeError(schema.UNREADABLE, "not a regular file (a FIFO, device or socket)")
+        if st.st_size == 0:
+            raise DecodeError(schema.UNREADABLE, "empty file (0 bytes)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_png_crcs(fh: BinaryIO) -> None:
+    """Verify the CRC of every critical PNG chunk (IHDR, PLTE, IDAT, IEND), as libpng does;
+    Pillow skips the check for image data, so a corrupt file would otherwise decode silently.
+    Ancillary chunks with a bad CRC are ignored, again as libpng does."""
+    fh.seek(8)
+    while True:
+        head = fh.read(8)
+        if len(head) < 8:
+            return  # truncation is Pillow's to report
+        length, kind = struct.unpack(">I4s", head)
+        if length > 0x7FFFFFFF:
+            raise DecodeError(schema.UNREADABLE, f"broken PNG file: chunk length {length}")
+        critical = kind[:1].isupper()
+        if not critical:
+            fh.seek(length + 4, os.SEEK_CUR)
+            continue
+        crc = zlib.crc32(kind)
+        left = length
+        while left:
+            block = fh.read(min(left, 1 << 20))
+            if not block:
+                return
+            crc = zlib.crc32(block, crc)
+            left -= len(block)
+        tail = fh.read(4)
+        if len(tail) < 4:
+            return
+        if struct.unpack(">I", tail)[0] != crc & 0xFFFFFFFF:
+            name = kind.decode("latin-1")
+            raise DecodeError(schema.UNREADABLE, f"broken PNG file: bad CRC in its {name} chunk")
+        if kind == b"IEND":
+            return
+
+
+def open_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_side: int | None = DEFAULT_MAX_SIDE) -> Decoded:
+    """Decode ``path`` to RGB, or raise :class:`DecodeError` with a status and a message.
+
+    ``max_pixels`` bounds the declared size (checked before any pixel is decoded). JPEGs whose
+    longer side exceeds ``max_side`` are decoded at the largest power-of-two reduction that keeps
+    that side at least ``max_side``; ``Decoded.scale`` says by how much.
+
+    Only regular files are read (a FIFO or a device is ``unreadable``), only the formats of
+    :data:`DECODE_FORMATS` are decoded, PNG chunk checksums are verified, and whatever a decoder
+    raises for a malformed file becomes a ``DecodeError``: this function raises nothing else.
+    """
+    fh = _open_regular(path)
     with fh:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                # Pillow warns about corrupt EXIF, truncated metadata, large images...: the row's
+                # status says what matters, and a million-image run must not flood the terminal.
+                warnings.simplefilter("ignore")
                 # Our own pixel limit replaces Pillow's global one (which would raise on open).
                 old = Image.MAX_IMAGE_PIXELS
                 Image.MAX_IMAGE_PIXELS = None
                 try:
-                    im = Image.open(fh)
+                    im = Image.open(fh, formats=_formats())
                 finally:
                     Image.MAX_IMAGE_PIXELS = old
                 w0, h0 = im.size
@@ -99,8 +194,12 @@ def open_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                 if w0 * h0 > max_pixels:
                     raise DecodeError(schema.TOO_LARGE,
                                       f"{w0}x{h0} = {w0 * h0} pixels exceeds the limit of {max_pixels}")
+                if im.format == "PNG":
+                    pos = fh.tell()
+                    _check_png_crcs(fh)
+                    fh.seek(pos)
                 scale = 1.0
-                if im.format == "JPEG" and max_side and max(w0, h0) > max_side:
+                if im.format in ("JPEG", "MPO") and max_side and max(w0, h0) > max_side:
                     req = (max(1, w0 * max_side // max(w0, h0)), max(1, h0 * max_side // max(w0, h0)))
                     im.draft("RGB", req)
                     scale = im.size[0] / w0
@@ -112,11 +211,13 @@ def open_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         except DecodeError:
             raise
         except UnidentifiedImageError:
-            raise DecodeError(schema.UNREADABLE, "not an image Pillow can identify") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise DecodeError(schema.UNREADABLE, f"{type(e).__name__}: {e}") from None
+            raise DecodeError(schema.UNREADABLE, "not an image, or not in a supported format") from None
+        except Image.DecompressionBombError as e:
+            raise DecodeError(schema.TOO_LARGE, clean_message(str(e))) from None
         except MemoryError:
             raise DecodeError(schema.TOO_LARGE, "out of memory while decoding") from None
+        except Exception as e:  # decoders raise many types for malformed files (IndexError, ...)
+            raise DecodeError(schema.UNREADABLE, clean_message(f"{type(e).__name__}: {e}")) from None
     # EXIF rotation may swap the sides: report the full-resolution size as displayed.
     if rgb.size[0] != round(w0 * scale) and rgb.size[0] == round(h0 * scale):
         w0, h0 = h0, w0

@@ -102,13 +102,18 @@ def preprocess(rgb: np.ndarray) -> tuple[np.ndarray, int, int]:
     """(H, W, 3) uint8 RGB -> (1, 3, H', W') float32 BGR minus mean, padded to multiples of 32.
 
     Returns the tensor and its padded height and width. Padding is the mean colour (zero after
-    subtraction), at the bottom and right, so coordinates are unchanged.
+    subtraction), at the bottom and right, so coordinates are unchanged. The tensor is built
+    plane by plane in its final (contiguous) layout, so onnxruntime takes it without a copy.
     """
     h, w = rgb.shape[:2]
     hp, wp = -(-h // _ALIGN) * _ALIGN, -(-w // _ALIGN) * _ALIGN
-    x = np.zeros((hp, wp, 3), dtype=np.float32)
-    x[:h, :w] = rgb[..., ::-1].astype(np.float32) - MEAN_BGR
-    return x.transpose(2, 0, 1)[None], hp, wp
+    x = np.empty((1, 3, hp, wp), dtype=np.float32)
+    for c in range(3):                      # BGR planes from RGB channels 2, 1, 0
+        plane = x[0, c]
+        np.subtract(rgb[:, :, 2 - c], MEAN_BGR[c], out=plane[:h, :w], dtype=np.float32)
+        plane[h:, :] = 0.0
+        plane[:h, w:] = 0.0
+    return x, hp, wp
 
 
 def postprocess(loc: np.ndarray, conf: np.ndarray, landm: np.ndarray, height: int, width: int,
@@ -122,8 +127,9 @@ def postprocess(loc: np.ndarray, conf: np.ndarray, landm: np.ndarray, height: in
     scale = np.array([width, height], dtype=np.float64)
     boxes = decode_boxes(loc[idx].astype(np.float64), prior.astype(np.float64)) * np.tile(scale, 2)
     lms = decode_landmarks(landm[idx].astype(np.float64), prior.astype(np.float64)) * scale
-    keep = nms(boxes, scores[idx].astype(np.float64))
-    return [Face(box=boxes[k], score=float(scores[idx][k]), landmarks=lms[k]) for k in keep]
+    kept_scores = scores[idx]
+    keep = nms(boxes, kept_scores.astype(np.float64))
+    return [Face(box=boxes[k], score=float(kept_scores[k]), landmarks=lms[k]) for k in keep]
 
 
 def pick_largest(faces: list[Face], width: int, height: int) -> list[Face]:

@@ -47,7 +47,7 @@ def file_stat(path: str) -> tuple[int | None, int | None]:
     try:
         st = os.stat(path)
         return st.st_size, st.st_mtime_ns
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a path with a NUL byte (from a manifest)
         return None, None
 
 

@@ -1,14 +1,18 @@
 """Compose the stages: references in chunks -> (decode, detect, align, model) in workers -> tables.
 
-Chunks are processed in parallel with joblib and come back in input order, so the rows are
-the same whatever the number of workers. Each worker loads the detector and the model once
-and runs them with one onnxruntime thread by default (no oversubscription, identical floats).
+Chunks are processed in parallel with joblib (local worker processes) or on a Dask cluster
+(:mod:`facequal.backends`) and come back in input order, so the rows are the same whatever the
+number of workers or the backend. Each worker loads the detector and the model once and runs
+them with one onnxruntime thread by default (no oversubscription, identical floats). Only
+paths go to the workers and only rows come back: images are decoded where they are used.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,12 +43,19 @@ class WorkerConfig:
 
 
 # Per-process cache of loaded detector and model: workers are reused across chunks.
+# A lock, because a Dask worker may run several tasks at once in threads.
 _LOADED: dict[Any, tuple[Any, OnnxModel]] = {}
+_LOAD_LOCK = threading.Lock()
 
 
 def _load(cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
     key = (cfg.model.path, cfg.model.sha256, cfg.model.contract.to_json(), cfg.faces, cfg.threads,
-           cfg.device, cfg.batch_size)
+           cfg.device, cfg.batch_size, cfg.given_faces)
+    with _LOAD_LOCK:
+        return _load_locked(key, cfg)
+
+
+def _load_locked(key: Any, cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
     if key not in _LOADED:
         from facequal.detect import RetinaFace
         from facequal.models.retinaface import retinaface_session
@@ -135,23 +146,41 @@ def rows_to_table(rows: list[dict[str, Any]], out_schema: pa.Schema,
     return pa.Table.from_arrays(arrays, schema=out_schema.append(pa.field(ORDINAL, pa.int64())))
 
 
-def chunked(refs: Sequence[tuple[int, ImageRef]], size: int) -> Iterator[list[tuple[int, ImageRef]]]:
-    """Consecutive chunks of at most ``size`` references."""
-    for i in range(0, len(refs), size):
-        yield list(refs[i:i + size])
+def chunked(refs: Iterable[tuple[int, ImageRef]], size: int) -> Iterator[list[tuple[int, ImageRef]]]:
+    """Consecutive chunks of at most ``size`` references (``refs`` may be a generator)."""
+    it = iter(refs)
+    while True:
+        chunk = list(itertools.islice(it, size))
+        if not chunk:
+            return
+        yield chunk
 
 
-def run_chunks(todo: Sequence[tuple[int, ImageRef]], cfg: WorkerConfig, *, jobs: int,
-               chunk_size: int = DEFAULT_CHUNK
+def chunk_items(chunk: Sequence[tuple[int, ImageRef]]) -> list[tuple[int, str, str, Any]]:
+    """What a worker gets for a chunk: (ordinal, output path, file path, given faces) - no pixels."""
+    return [(o, r.path, r.fs_path, r.faces) for o, r in chunk]
+
+
+def run_chunks(todo: Iterable[tuple[int, ImageRef]], cfg: WorkerConfig, *, jobs: int,
+               chunk_size: int = DEFAULT_CHUNK, backend: str = "local", scheduler: str | None = None
                ) -> Iterator[tuple[list[tuple[int, ImageRef]], list[dict[str, Any]]]]:
-    """Process every chunk (in parallel when ``jobs`` > 1); yields (chunk, rows) in input order.
+    """Process every chunk (in parallel when ``jobs`` > 1 or on Dask); yields (chunk, rows) in
+    input order.
 
-    At most ``2 * jobs`` chunks are in flight, so memory does not grow with the input count.
+    At most ``2 * jobs`` chunks (with Dask: twice the cluster's threads) are in flight, so
+    memory does not grow with the input count.
     """
     chunks = chunked(todo, chunk_size)
+    if backend == "dask":
+        from facequal.backends import dask_map_ordered
+
+        if scheduler is None:
+            raise ValueError("the dask backend needs a scheduler address")
+        yield from dask_map_ordered(chunks, lambda ch: (process_chunk, chunk_items(ch), cfg), scheduler)
+        return
     if jobs <= 1:
         for ch in chunks:
-            yield ch, process_chunk([(o, r.path, r.fs_path, r.faces) for o, r in ch], cfg)
+            yield ch, process_chunk(chunk_items(ch), cfg)
         return
     from joblib import Parallel, delayed
 
@@ -160,7 +189,7 @@ def run_chunks(todo: Sequence[tuple[int, ImageRef]], cfg: WorkerConfig, *, jobs:
     def tasks():
         for ch in chunks:
             pending.append(ch)
-            yield delayed(process_chunk)([(o, r.path, r.fs_path, r.faces) for o, r in ch], cfg)
+            yield delayed(process_chunk)(chunk_items(ch), cfg)
 
     par = Parallel(n_jobs=jobs, return_as="generator", prefer="processes", pre_dispatch="2*n_jobs")
     for rows in par(tasks()):

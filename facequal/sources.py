@@ -6,9 +6,11 @@ each reference keeps the path as the user gave it, which becomes the output's ``
 
 from __future__ import annotations
 
+import gc
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,58 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", 
 MANIFEST_EXTENSIONS = frozenset({".parquet", ".pq"})
 
 
-@dataclass
 class ImageRef:
-    """One input image: ``path`` as it appears in the output, ``fs_path`` to open it with."""
+    """One input image: ``path`` as it appears in the output, ``fs_path`` to open it with.
 
-    path: str
-    fs_path: str
-    carried: dict[str, Any] = field(default_factory=dict)
-    # Faces already located (e.g. from a scores file): [(face_index, det_score, bbox, landmarks)].
-    faces: list[tuple[int, float, list[float], list[list[float]]]] | None = None
+    ``carried`` holds the manifest columns of the image (a mapping; for manifest rows a light
+    view into the manifest's Arrow columns). ``faces`` are faces already located (e.g. from a
+    scores file): [(face_index, det_score, bbox, landmarks)]. Slotted: a run may hold a million.
+    """
+
+    __slots__ = ("path", "fs_path", "carried", "faces")
+
+    def __init__(self, path: str, fs_path: str, carried: Mapping[str, Any] | None = None,
+                 faces: list[tuple[int, float, list[float], list[list[float]]]] | None = None) -> None:
+        self.path = path
+        self.fs_path = fs_path
+        self.carried: Mapping[str, Any] = {} if carried is None else carried
+        self.faces = faces
+
+    def __repr__(self) -> str:
+        return (f"ImageRef(path={self.path!r}, fs_path={self.fs_path!r}, carried={dict(self.carried)!r}, "
+                f"faces={self.faces!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ImageRef):
+            return NotImplemented
+        return ((self.path, self.fs_path, dict(self.carried), self.faces)
+                == (other.path, other.fs_path, dict(other.carried), other.faces))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+
+# Output columns (and internal ones) a manifest column may not shadow: such manifest columns are
+# not carried (and counted as ``ignored_columns``), or their values would leak into the output.
+RESERVED_COLUMNS = frozenset({
+    "path", "face_index", "n_faces", "status", "error", "quality", "quality_raw", "det_score", "bbox",
+    "landmarks", "inter_eye", "width", "height", "file_size", "mtime_ns", "crop_path", "embedding",
+    "embedding_norm", "_ordinal", "_seq"})
+
+# What Sources.stats counts (all start at 0).
+STAT_NAMES = ("duplicates", "empty_paths", "outside_manifest", "escaped_names", "ignored_columns")
+
+
+def printable_path(path: str) -> str:
+    """``path`` as valid UTF-8 text (what Parquet stores): bytes of a file name that are not
+    UTF-8 (Python's surrogate escapes) become ``\\xNN``; every other path is returned as is."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        try:
+            return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return path.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def is_image_name(name: str) -> bool:
@@ -40,7 +85,7 @@ def walk_folder(folder: str) -> Iterator[str]:
 
     Hidden files and folders (names starting with '.') are skipped. Symbolic links to folders
     are followed once: a folder already visited (same device and inode) is not entered again,
-    so a link loop cannot hang the walk.
+    so a link loop cannot hang the walk. Folders that cannot be listed are skipped.
     """
     seen: set[tuple[int, int]] = set()
 
@@ -54,7 +99,8 @@ def walk_folder(folder: str) -> Iterator[str]:
             return
         seen.add(key)
         try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError:
             return
         for e in entries:
@@ -74,46 +120,221 @@ def walk_folder(folder: str) -> Iterator[str]:
     yield from visit(folder)
 
 
-def read_manifest(manifest: str, path_column: str = "path",
-                  fields: dict[str, Any] | None = None) -> Iterator[ImageRef]:
-    """Image references from a Parquet manifest; every other column is carried through.
+class _ManifestColumns:
+    """The carried columns of one manifest, shared by all of its rows: Arrow arrays, values
+    computed by :func:`collect` (``lists``), and names that read as None for every row."""
 
-    The Arrow fields of the carried columns are added to ``fields`` (name -> pa.Field) so that
-    the output keeps their types.
-    """
-    import pyarrow.parquet as pq
+    __slots__ = ("arrays", "lists", "nulls", "names")
 
-    try:
-        table = pq.read_table(manifest)
-    except Exception as e:  # pyarrow raises several types for unreadable files
-        raise UserError(f"manifest {manifest}: cannot read as Parquet: {e}") from None
-    if path_column not in table.column_names:
-        raise UserError(f"manifest {manifest} has no path column {path_column!r} "
-                        f"(columns: {', '.join(table.column_names)}; choose one with --path-column)")
+    def __init__(self, arrays: dict[str, Any]) -> None:
+        self.arrays = arrays                      # name -> pa.Array
+        self.lists: dict[str, list[Any]] = {}     # name -> one value per manifest row
+        self.nulls: list[str] = []                # names of other inputs' columns
+        self.names: list[str] = list(arrays)
+
+    def add_nulls(self, name: str) -> None:
+        if name not in self.arrays and name not in self.lists and name not in self.nulls:
+            self.nulls.append(name)
+            self.names.append(name)
+
+    def add_list(self, name: str, values: list[Any]) -> None:
+        if name in self.nulls:
+            self.nulls.remove(name)
+            self.names.remove(name)
+        self.lists[name] = values
+        if name not in self.names:
+            self.names.append(name)
+
+
+_MISSING = object()
+
+
+class ManifestRow(Mapping[str, Any]):
+    """The carried columns of one manifest row, read from the manifest's Arrow columns on access
+    (a million rows do not hold a million dicts)."""
+
+    __slots__ = ("_cols", "_i")
+
+    def __init__(self, cols: _ManifestColumns, index: int) -> None:
+        self._cols = cols
+        self._i = index
+
+    def get(self, key: str, default: Any = None) -> Any:
+        c = self._cols
+        a = c.arrays.get(key, _MISSING)
+        if a is not _MISSING:
+            return a[self._i].as_py()
+        values = c.lists.get(key, _MISSING)
+        if values is not _MISSING:
+            return values[self._i]
+        if key in c.nulls:
+            return None
+        return default
+
+    def __getitem__(self, key: str) -> Any:
+        v = self.get(key, _MISSING)
+        if v is _MISSING:
+            raise KeyError(key)
+        return v
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._cols.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cols.names)
+
+    def __len__(self) -> int:
+        return len(self._cols.names)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+def _manifest_path_column(table: Any, manifest: str, path_column: str) -> Any:
     import pyarrow as pa
 
+    names = table.column_names
+    if path_column not in names:
+        raise UserError(f"manifest {manifest} has no path column {path_column!r} "
+                        f"(columns: {', '.join(names)}; choose one with --path-column)")
+    if names.count(path_column) > 1:
+        raise UserError(f"manifest {manifest} has {names.count(path_column)} columns named {path_column!r}")
     col = table.column(path_column)
+    t = col.type
+    if pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
+        col = col.cast(t.value_type)
+    elif not (pa.types.is_string(t) or pa.types.is_large_string(t)
+              or (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(t))):
+        raise UserError(f"manifest {manifest}: path column {path_column!r} holds {t}, not strings")
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        raise UserError(f"manifest {manifest}: path column {path_column!r} holds {col.type}, not strings")
+        col = col.cast(pa.large_string())       # string views: the compute kernels want offsets
+    return col.combine_chunks()
+
+
+def _outside(paths: Any, is_abs: Any, base: str) -> int:
+    """How many of ``paths`` (an Arrow string array, joined to ``base``) lie outside ``base``,
+    lexically ('..' resolved, symbolic links not followed)."""
+    import pyarrow.compute as pc
+
+    root = os.path.abspath(base or os.curdir)
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    dots = pc.match_substring_regex(paths, r"(^|/)\.\.(/|$)")
+    plain_abs_out = pc.and_(pc.and_(is_abs, pc.invert(dots)), pc.invert(pc.starts_with(paths, prefix)))
+    n = pc.sum(plain_abs_out).as_py() or 0
+    for p in paths.filter(dots).to_pylist():
+        full = os.path.normpath(os.path.join(root, p))
+        if full != root and not full.startswith(prefix):
+            n += 1
+    return n
+
+
+def _manifest_paths(col: Any, base: str) -> tuple[list[str], list[int] | None, int, int]:
+    """The path column joined to the manifest's folder ``base``, vectorised: (paths, their row
+    numbers or None when no row was skipped, null or empty paths skipped, paths outside base)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    valid = pc.fill_null(pc.and_(pc.is_valid(col), pc.not_equal(col, "")), False)
+    n_empty = len(col) - (pc.sum(valid).as_py() or 0)
+    if n_empty:
+        rows: list[int] | None = pc.indices_nonzero(valid).to_pylist()
+        col = col.filter(valid)
+    else:
+        rows = None
+    if os.sep == "/":
+        is_abs = pc.starts_with(col, "/")
+        if base:
+            prefix = pa.scalar(base if base.endswith("/") else base + "/", col.type)
+            joined = pc.if_else(is_abs, col, pc.binary_join_element_wise(prefix, col, pa.scalar("", col.type)))
+        else:
+            joined = col
+    else:  # other path conventions: let os.path decide
+        values = col.to_pylist()
+        is_abs = pa.array([os.path.isabs(v) for v in values], pa.bool_())
+        joined = pa.array([v if os.path.isabs(v) else os.path.join(base, v) for v in values], col.type)
+    n_out = _outside(col, is_abs, base)
+    return joined.to_pylist(), rows, n_empty, n_out
+
+
+def read_manifest(manifest: str, path_column: str = "path", fields: dict[str, Any] | None = None,
+                  stats: dict[str, int] | None = None) -> Iterator[ImageRef]:
+    """Image references from a Parquet manifest; every other column is carried through.
+
+    Relative paths are resolved against the manifest's folder. The Arrow fields of the carried
+    columns are added to ``fields`` (name -> pa.Field) so that the output keeps their types.
+    Rows with a null or empty path are skipped; ``stats`` (when given) counts them
+    (``empty_paths``), the paths that lie outside the manifest's folder (``outside_manifest``,
+    still read), and the columns not carried because they would shadow an output column
+    (``ignored_columns``, see :data:`RESERVED_COLUMNS`).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stats = {} if stats is None else stats
+    try:
+        table = pq.ParquetFile(manifest).read()
+    except Exception as e:  # pyarrow raises several types for unreadable files
+        why = " ".join(str(e).split())
+        raise UserError(f"manifest {printable_path(manifest)}: cannot read as Parquet: {why}") from None
+    col = _manifest_path_column(table, printable_path(manifest), path_column)
     base = os.path.dirname(manifest)
-    others = [c for c in table.column_names if c != path_column]
+    carried_names: list[str] = []
+    for c in table.column_names:
+        if c == path_column:
+            continue
+        if c in RESERVED_COLUMNS or c in carried_names:
+            stats["ignored_columns"] = stats.get("ignored_columns", 0) + 1
+            continue
+        carried_names.append(c)
     if fields is not None:
-        for c in others:
-            fields.setdefault(c, table.schema.field(c))
-    carried = {c: table.column(c).to_pylist() for c in others}
-    for i, value in enumerate(col.to_pylist()):
-        if value is None or value == "":
-            value = ""
-        p = value if os.path.isabs(value) or not value else os.path.join(base, value)
-        yield ImageRef(path=p, fs_path=p, carried={c: carried[c][i] for c in others})
+        for c in carried_names:
+            f = table.schema.field(table.column_names.index(c))
+            old = fields.get(c)
+            if old is None:
+                fields[c] = f
+            elif not old.type.equals(f.type):
+                try:
+                    fields[c] = pa.unify_schemas([pa.schema([old]), pa.schema([f])],
+                                                 promote_options="permissive").field(c)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                    raise UserError(f"manifest {printable_path(manifest)}: column {c!r} holds {f.type}, but another "
+                                    f"input's {c!r} holds {old.type}") from None
+    paths, rows, n_empty, n_out = _manifest_paths(col, base)
+    del col
+    if n_empty:
+        stats["empty_paths"] = stats.get("empty_paths", 0) + n_empty
+    if n_out:
+        stats["outside_manifest"] = stats.get("outside_manifest", 0) + n_out
+    cols = _ManifestColumns({c: table.column(table.column_names.index(c)).combine_chunks()
+                             for c in carried_names})
+    del table  # the path column's buffers go now; the carried columns stay, shared by the rows
+    pa.default_memory_pool().release_unused()   # and mimalloc / jemalloc give them back
+    index = range(len(paths)) if rows is None else rows
+    for i, p in zip(index, paths, strict=True):
+        yield ImageRef(p, p, ManifestRow(cols, i))
 
 
 @dataclass
 class Sources:
-    """The references of a run, in order, and the Arrow fields of their carried columns."""
+    """The references of a run, in order, the Arrow fields of their carried columns, and counts
+    of what :func:`collect` noticed on the way (see :data:`STAT_NAMES`)."""
 
     refs: list[ImageRef]
     carried_fields: dict[str, Any]
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a million new reference objects (none of them in a
+    cycle) would otherwise trigger full collections over and over, doubling the time."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def collect(inputs: Sequence[str | os.PathLike[str]], *, path_column: str = "path",
@@ -122,34 +343,87 @@ def collect(inputs: Sequence[str | os.PathLike[str]], *, path_column: str = "pat
 
     ``identity_from="parent"`` adds an ``identity`` column from each image's parent folder name
     when the input does not already carry one.
+
+    ``(path, face_index)`` is the key of every output row, so a path that occurs again (twice in
+    a manifest, or in two inputs) is read once: the first occurrence wins, with its carried
+    columns, and ``stats["duplicates"]`` counts the others. File names that are not valid UTF-8
+    are written with ``\\xNN`` escapes in ``path`` (``stats["escaped_names"]``); ``fs_path`` keeps
+    the real name. Manifest rows are counted as :func:`read_manifest` says.
     """
+    with _gc_paused():
+        return _collect(inputs, path_column, identity_from)
+
+
+def _collect(inputs: Sequence[str | os.PathLike[str]], path_column: str, identity_from: str | None) -> Sources:
     import pyarrow as pa
 
     fields: dict[str, Any] = {}
+    stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
     if identity_from not in (None, "parent"):
         raise UserError(f"--identity-from must be 'parent', not {identity_from!r}")
     refs: list[ImageRef] = []
+    seen: set[str] = set()
+    manifests: list[tuple[_ManifestColumns, int, int]] = []     # columns, first ref, end
+
+    def add_files(paths: Iterator[str] | list[str]) -> None:
+        for p in paths:
+            shown = printable_path(p)
+            if shown is not p:
+                stats["escaped_names"] += 1
+            if shown in seen:
+                stats["duplicates"] += 1
+                continue
+            seen.add(shown)
+            refs.append(ImageRef(shown, p, {}))
+
     for raw in inputs:
         inp = os.fspath(raw)
         if os.path.isdir(inp):
-            refs.extend(ImageRef(path=p, fs_path=p) for p in walk_folder(inp))
+            add_files(walk_folder(inp))
         elif os.path.splitext(inp)[1].lower() in MANIFEST_EXTENSIONS:
             if not os.path.isfile(inp):
-                raise UserError(f"manifest {inp}: no such file")
-            refs.extend(read_manifest(inp, path_column, fields))
+                raise UserError(f"manifest {printable_path(inp)}: no such file")
+            first = len(refs)
+            cols = None
+            for r in read_manifest(inp, path_column, fields, stats):
+                cols = r.carried._cols  # type: ignore[attr-defined]
+                if r.path in seen:
+                    stats["duplicates"] += 1
+                    continue
+                seen.add(r.path)
+                refs.append(r)
+            if cols is not None:
+                manifests.append((cols, first, len(refs)))
         elif os.path.lexists(inp):
-            refs.append(ImageRef(path=inp, fs_path=inp))
+            add_files([inp])
         else:
-            raise UserError(f"input {inp}: no such file or directory")
+            raise UserError(f"input {printable_path(inp)}: no such file or directory")
     if identity_from == "parent":
+        old = fields.get("identity")
+        if old is not None and not (pa.types.is_string(old.type) or pa.types.is_large_string(old.type)):
+            raise UserError(f"--identity-from parent: the manifest's identity column holds {old.type}, "
+                            "not strings")
         fields.setdefault("identity", pa.field("identity", pa.string()))
+        for cols, a, b in manifests:
+            if "identity" not in cols.arrays and b > a:
+                size = max(r.carried._i for r in refs[a:b]) + 1  # type: ignore[attr-defined]
+                values: list[Any] = [None] * size
+                for r in refs[a:b]:
+                    values[r.carried._i] = Path(r.path).parent.name  # type: ignore[attr-defined]
+                cols.add_list("identity", values)
         for r in refs:
-            r.carried.setdefault("identity", Path(r.path).parent.name)
+            if isinstance(r.carried, dict):
+                r.carried.setdefault("identity", Path(r.path).parent.name)
     if fields:
-        for r in refs:  # inputs of different kinds: every row gets every carried column
+        # inputs of different kinds: every row gets every carried column
+        for cols, _, _ in manifests:
             for name in fields:
-                r.carried.setdefault(name, None)
-    return Sources(refs=refs, carried_fields=fields)
+                cols.add_nulls(name)
+        for r in refs:
+            if isinstance(r.carried, dict):
+                for name in fields:
+                    r.carried.setdefault(name, None)
+    return Sources(refs=refs, carried_fields=fields, stats={k: v for k, v in stats.items() if v})
 
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:

@@ -169,6 +169,8 @@ def make_corpus(root: str | os.PathLike[str], *, faces: bool = True, special: bo
     add("text.jpg", b"this is a text file, not a JPEG\n" * 4, (UNREADABLE,), "text named .jpg")
     add("html.png", b"<!DOCTYPE html><html><body>404 Not Found</body></html>", (UNREADABLE,),
         "an HTML error page named .png (what scrapers save)")
+    add("postscript.jpg", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", (UNREADABLE,),
+        "EPS named .jpg (never handed to Ghostscript)")
     add("one-pixel.png", _save(Image.new("RGB", (1, 1), (200, 100, 50)), "PNG"), (NO_FACE,), "1x1 image")
     add("thin-line.png", _save(Image.new("L", (5000, 1), 80), "PNG"), (NO_FACE,), "5000x1 image")
     add("tall-line.png", _save(Image.new("L", (1, 3000), 80), "PNG"), (NO_FACE,), "1x3000 image")
@@ -186,13 +188,13 @@ def make_corpus(root: str | os.PathLike[str], *, faces: bool = True, special: bo
     add("rgba.png", _save(rgba, "PNG"), f_ok, "RGBA PNG", has_face=True)
     add("la.png", _save(face.convert("LA"), "PNG"), f_ok, "grey + alpha PNG", has_face=True)
     add("float-nan.tiff", _save(_nan_image(), "TIFF"), (NO_FACE,), "32-bit float TIFF with NaNs")
-    add("lab.tiff", _save(face.convert("LAB"), "TIFF"), (UNREADABLE,) + f_ok, "CIELAB TIFF")
+    add("lab.tiff", _save(face.convert("LAB"), "TIFF"), f_ok, "CIELAB TIFF", has_face=True)
     add("animated.gif", _animated(face, "GIF"), f_ok, "animated GIF (face in frame 1)", has_face=True)
     add("animated.webp", _animated(face, "WEBP"), f_ok, "animated WebP (face in frame 1)", has_face=True)
     for k in range(1, 9):
         add(f"exif/orientation-{k}.jpg", _exif_jpeg(face, k), f_ok, f"EXIF orientation {k}", has_face=True)
-    add("exif/orientation-garbage.jpg", _garbage_exif_jpeg(face), f_ok + (UNREADABLE,),
-        "JPEG with a random-bytes EXIF segment")
+    add("exif/orientation-garbage.jpg", _garbage_exif_jpeg(face), f_ok,
+        "JPEG with a random-bytes EXIF segment", has_face=True)
     add("names/with space.jpg", jpg, f_ok, "file name with spaces", has_face=True)
     add("names/ünïcödé 顔 😀.jpg", jpg, f_ok, "unicode file name", has_face=True)
     add("names/new\nline.jpg", jpg, f_ok, "file name with a newline", has_face=True)
@@ -242,6 +244,8 @@ def _special(root: Path, cases: list[Case]) -> None:
     if os.path.exists("/dev/zero"):
         os.symlink("/dev/zero", sp / "dev-zero.jpg")
         cases.append(Case("special/dev-zero.jpg", (UNREADABLE,), "a link to /dev/zero (endless bytes)"))
+    os.symlink(sp / "self-loop.jpg", sp / "self-loop.jpg")
+    cases.append(Case("special/self-loop.jpg", (MISSING,), "a symbolic link to itself"))
     os.symlink(sp / "nowhere.jpg", sp / "dangling.jpg")
     cases.append(Case("special/dangling.jpg", (MISSING,), "a dangling symbolic link"))
     (sp / "folder.jpg").mkdir()

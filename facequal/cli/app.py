@@ -59,11 +59,15 @@ def main() -> None:
         sys.exit(0)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
     """Face image quality for curating face datasets (LightQNet)."""
+    if ctx.invoked_subcommand is None and not version:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
     if version:
         from facequal import __version__
 

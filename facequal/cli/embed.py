@@ -30,6 +30,8 @@ def embed_cmd(
     jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0 = all cores)."),
     threads: int = typer.Option(1, "--threads", help="onnxruntime threads per worker."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    backend: str = typer.Option("local", "--backend", help="local (worker processes here) or dask (a Dask cluster)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler (tcp://HOST:PORT) for --backend dask."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
@@ -45,11 +47,12 @@ def embed_cmd(
               contract=str(contract) if contract else None, faces=faces, det_size=det_size,
               det_threshold=det_threshold, min_face=min_face, pad=pad, path_column=path_column,
               identity_from=identity_from, shard=shard, batch_size=batch_size, jobs=jobs or None,
-              threads=threads, device=device, from_scores=str(from_scores) if from_scores else None)
+              threads=threads, device=device, from_scores=str(from_scores) if from_scores else None,
+              backend=backend, scheduler=scheduler)
     progress = RunProgress(quiet=quiet, label="embedding")
     try:
-        table = job.run(output, overwrite=overwrite, resume=resume, progress=progress)
+        job.run(output, overwrite=overwrite, resume=resume, progress=progress, collect=False)
     finally:
         progress.stop()
     if not quiet:
-        print_summary(table, progress.elapsed, output, quality_column=None)
+        print_summary(job.summary, progress.elapsed, output, stats=job.sources.stats)

@@ -1,4 +1,11 @@
-"""Creating onnxruntime sessions with facequal's thread and device settings."""
+"""Creating onnxruntime sessions with facequal's thread and device settings.
+
+``--device cuda`` runs the detector and the quality / embedding model on onnxruntime's CUDA
+execution provider. It needs the ``onnxruntime-gpu`` build (instead of ``onnxruntime``) with the
+CUDA and cuDNN libraries it was built for, and a visible GPU. When any of that is missing the
+run stops before any work with one line that says which part is missing, rather than silently
+falling back to the CPU.
+"""
 
 from __future__ import annotations
 
@@ -38,4 +45,10 @@ def make_session(model: bytes | str | Path, *, threads: int = 0, device: str = "
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, sess_options=opts, providers=providers_for(device))
+    sess = ort.InferenceSession(src, sess_options=opts, providers=providers_for(device))
+    if device == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
+        # onnxruntime-gpu falls back to the CPU when the CUDA libraries or the GPU are missing.
+        raise UserError("--device cuda: onnxruntime has a CUDA provider but could not start it "
+                        "(no GPU visible, or the CUDA / cuDNN libraries it needs are missing; "
+                        "onnxruntime's log above says which)")
+    return sess

@@ -206,3 +206,40 @@ def filter_cache(src: str | Path, dst: str | Path, keep: np.ndarray,
     meta = {k: v for k, v in cache.meta.items() if k not in ("n", "format", "format_version", "row_shapes")}
     meta.update(meta_update or {})
     return writer.close(meta)
+
+
+def merge_caches(srcs: list[str | Path], dst: str | Path, meta_update: Mapping[str, Any] | None = None,
+                 block: int = 4096) -> Path:
+    """Concatenate caches built with the same variants into one (ids remapped by name).
+
+    Identities and sources are matched by their names; photo ids are offset so that every
+    cache's photos stay distinct. Used to add a data source without rebuilding the others.
+    """
+    caches = [TrainingCache.open(s) for s in srcs]
+    variants = caches[0].meta["variants"]
+    if any(c.meta["variants"] != variants for c in caches):
+        raise CacheError("caches to merge must have the same variants")
+    identities = sorted({i for c in caches for i in c.meta["identities"]})
+    sources: list[str] = []
+    for c in caches:
+        sources += [s for s in c.meta["sources"] if s not in sources]
+    shapes = {k: tuple(v.shape[1:]) for k, v in caches[0].arrays.items()
+              if k not in ("identity", "source", "image", "variant")}
+    writer = CacheWriter(dst, sum(c.n for c in caches), shapes)
+    paths: list[str] = []
+    for c in caches:
+        id_map = np.array([identities.index(i) for i in c.meta["identities"]], dtype=np.int32)
+        src_map = np.array([sources.index(s) for s in c.meta["sources"]], dtype=np.int16)
+        offset = len(paths)
+        for start in range(0, c.n, block):
+            rows = {k: np.asarray(v[start:min(start + block, c.n)]) for k, v in c.arrays.items()}
+            rows["identity"] = id_map[rows["identity"]]
+            rows["source"] = src_map[rows["source"]]
+            rows["image"] = rows["image"] + offset
+            writer.append(**rows)
+        paths += list(c.meta.get("paths", []))
+    meta = {k: v for k, v in caches[0].meta.items() if k not in ("n", "format", "format_version", "row_shapes")}
+    meta.update({"identities": identities, "sources": sources, "paths": paths,
+                 "merged_from": [str(s) for s in srcs]})
+    meta.update(meta_update or {})
+    return writer.close(meta)

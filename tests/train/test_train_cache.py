@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facequal.train.cache import CacheError, CacheWriter, TrainingCache, filter_cache, write_cache
+from facequal.train.cache import CacheError, CacheWriter, TrainingCache, filter_cache, merge_caches, write_cache
 
 META = {"sources": ["lfw", "cfp"], "identities": ["a", "b", "c"], "variants": ["clean", "flip"]}
 
@@ -69,3 +69,25 @@ def test_filter_cache(tmp_path: Path) -> None:
     assert len(f) == int(keep.sum()) and 1 not in set(f.identity.tolist())
     assert np.array_equal(f.crops_student, a["crops_student"][keep])
     assert f.meta["dropped"] == ["b"] and f.meta["identities"] == META["identities"]
+
+
+def test_merge_caches_remaps_ids_by_name(tmp_path: Path) -> None:
+    a = _arrays(6, seed=1)
+    b = _arrays(4, seed=2)
+    write_cache(tmp_path / "a", a, {**META, "paths": [f"a{i}" for i in range(3)]})
+    meta_b = {"sources": ["celeba"], "identities": ["c", "z"], "variants": ["clean", "flip"],
+              "paths": ["b0", "b1"]}
+    b["identity"] = np.arange(4) % 2
+    b["source"] = np.zeros(4, int)
+    write_cache(tmp_path / "b", b, meta_b)
+    m = TrainingCache.open(merge_caches([tmp_path / "a", tmp_path / "b"], tmp_path / "m"))
+    assert len(m) == 10 and m.meta["sources"] == ["lfw", "cfp", "celeba"]
+    names = [m.meta["identities"][i] for i in m.identity]
+    assert names[:6] == [META["identities"][i] for i in a["identity"]]
+    assert names[6:] == ["c", "z", "c", "z"]                        # "c" is the same person in both
+    assert [m.meta["sources"][s] for s in m.source[6:]] == ["celeba"] * 4
+    assert set(m.image[6:].tolist()).isdisjoint(m.image[:6].tolist())   # photo ids stay distinct
+    assert np.array_equal(m.crops_student[6:], b["crops_student"])
+    with pytest.raises(CacheError):
+        write_cache(tmp_path / "v", _arrays(2), {**META, "variants": ["clean"]})
+        merge_caches([tmp_path / "a", tmp_path / "v"], tmp_path / "bad")
