@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from facequal import __version__, schema
 from facequal.faces import FaceOptions
-from facequal.models.zoo import ModelSpec, resolve_model
+from facequal.models.zoo import DEFAULT_EMBEDDING_MODEL, ModelSpec, resolve_model
 from facequal.pipeline import DEFAULT_CHUNK, WorkerConfig, rows_to_table, run_chunks
 from facequal.sources import ImageRef, Sources, collect, in_shard, parse_shard
 from facequal.store import ORDINAL, RunStore, RunSummary, done_keys
@@ -123,7 +123,7 @@ class Job:
                  device: str = "cpu", save_crops: str | None = None,
                  chunk_size: int = DEFAULT_CHUNK, spec: ModelSpec | None = None,
                  from_scores: str | None = None, backend: str = "local",
-                 scheduler: str | None = None) -> None:
+                 scheduler: str | None = None, flip_tta: bool | None = None) -> None:
         from facequal.decode import DEFAULT_MAX_PIXELS
         from facequal.errors import UserError
 
@@ -142,6 +142,11 @@ class Job:
         self.backend = backend
         self.scheduler = scheduler
         self.spec = spec or resolve_model(model, contract_file=contract, task=task)
+        if flip_tta and task != "embedding":
+            raise UserError("--flip-tta is for embedding models")
+        # Flip test-time augmentation: on by default for the dlib recogniser (it helps on LFW).
+        self.flip_tta = task == "embedding" and (
+            self.spec.contract.name == DEFAULT_EMBEDDING_MODEL if flip_tta is None else bool(flip_tta))
         self.face_options = FaceOptions(
             faces=faces, det_size=det_size, det_threshold=det_threshold, min_face=min_face, pad=pad,
             aligned=aligned, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
@@ -163,12 +168,14 @@ class Job:
             os.makedirs(save_crops, exist_ok=True)
         self.config = WorkerConfig(model=self.spec, faces=self.face_options, batch_size=batch_size,
                                    threads=threads, device=device, save_crops=save_crops,
-                                   given_faces=bool(from_scores))
+                                   given_faces=bool(from_scores), flip_tta=self.flip_tta)
         self.schema = output_schema(self.spec, self.sources.carried_fields)
         self.options = {"task": task, "faces": asdict(self.face_options), "model": self.spec.name,
                         "model_sha256": self.spec.sha256, "contract": self.spec.contract.to_dict(),
                         "shard": shard, "identity_from": identity_from, "path_column": path_column,
                         "save_crops": save_crops, "from_scores": from_scores}
+        if task == "embedding":
+            self.options["flip_tta"] = self.flip_tta
 
     def metadata(self) -> dict[str, str]:
         """File-level metadata of the output."""
@@ -264,6 +271,8 @@ def embed(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[st
 
     The default recogniser is dlib's ResNet converted to ONNX (needs ``facequal[embed]``).
     ``from_scores="scores.parquet"`` embeds exactly the faces of a scores file, without detection.
+    ``flip_tta`` averages each face's embedding with that of its mirror image (default: on for
+    the dlib recogniser, off for other models).
     """
     return Job(inputs, task="embedding", **options).run(output, overwrite=overwrite, resume=resume,
                                                          progress=progress)

@@ -40,6 +40,7 @@ class WorkerConfig:
     device: str = "cpu"
     save_crops: str | None = None
     given_faces: bool = False       # faces come with the inputs: no detector needed
+    flip_tta: bool = False          # embeddings: average with the mirrored crop's
 
 
 # Per-process cache of loaded detector and model: workers are reused across chunks.
@@ -50,7 +51,7 @@ _LOAD_LOCK = threading.Lock()
 
 def _load(cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
     key = (cfg.model.path, cfg.model.sha256, cfg.model.contract.to_json(), cfg.faces, cfg.threads,
-           cfg.device, cfg.batch_size, cfg.given_faces)
+           cfg.device, cfg.batch_size, cfg.given_faces, cfg.flip_tta)
     with _LOAD_LOCK:
         return _load_locked(key, cfg)
 
@@ -67,7 +68,7 @@ def _load_locked(key: Any, cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
                              pad=cfg.faces.pad)
         _LOADED.clear()
         _LOADED[key] = (det, OnnxModel(cfg.model, threads=cfg.threads, device=cfg.device,
-                                       batch_size=cfg.batch_size))
+                                       batch_size=cfg.batch_size, flip_tta=cfg.flip_tta))
     return _LOADED[key]
 
 

@@ -32,6 +32,9 @@ def embed_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     backend: str = typer.Option("local", "--backend", help="local (worker processes here) or dask (a Dask cluster)."),
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler (tcp://HOST:PORT) for --backend dask."),
+    flip_tta: bool = typer.Option(None, "--flip-tta/--no-flip-tta",
+                                  help="Average each embedding with that of the mirrored face "
+                                       "(default: on for dlib-resnet-v1, off for other models)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
@@ -48,7 +51,7 @@ def embed_cmd(
               det_threshold=det_threshold, min_face=min_face, pad=pad, path_column=path_column,
               identity_from=identity_from, shard=shard, batch_size=batch_size, jobs=jobs or None,
               threads=threads, device=device, from_scores=str(from_scores) if from_scores else None,
-              backend=backend, scheduler=scheduler)
+              backend=backend, scheduler=scheduler, flip_tta=flip_tta)
     progress = RunProgress(quiet=quiet, label="embedding")
     try:
         job.run(output, overwrite=overwrite, resume=resume, progress=progress, collect=False)

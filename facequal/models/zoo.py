@@ -126,8 +126,9 @@ class OnnxModel:
     """A loaded model: runs batches of aligned uint8 crops through onnxruntime."""
 
     def __init__(self, spec: ModelSpec, *, threads: int = 0, device: str = "cpu",
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, flip_tta: bool = False) -> None:
         self.spec = spec
+        self.flip_tta = flip_tta
         self.contract = spec.contract
         self.threads = threads
         self.device = device
@@ -161,7 +162,17 @@ class OnnxModel:
         return self.contract.calibrate(raw), raw
 
     def embed(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings of each crop: (L2-normalised (N, D) float32, raw norms (N,))."""
-        e = self.run(crops).reshape(len(crops), -1).astype(np.float32)
+        """Embeddings of each crop: (L2-normalised (N, D) float32, raw norms (N,)).
+
+        With ``flip_tta`` (flip test-time augmentation) the raw embedding of a crop is the mean
+        of the raw embeddings of the crop and of its left-right mirror image; the norm returned
+        is that mean's.
+        """
+        n = len(crops)
+        if self.flip_tta:
+            both = self.run(np.concatenate([crops, crops[:, :, ::-1]]))
+            e = both.reshape(2, n, -1).astype(np.float32).mean(axis=0)
+        else:
+            e = self.run(crops).reshape(n, -1).astype(np.float32)
         norms = np.linalg.norm(e, axis=1)
         return (e / np.maximum(norms, 1e-12)[:, None]).astype(np.float32), norms.astype(np.float32)
