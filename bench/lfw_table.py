@@ -24,7 +24,7 @@ REF_CONTRACT = HERE / "contracts" / "lightqnet-reference.json"
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", help="folder with lfw/ and lfw-pairs.tsv (../shared/data)")
-    ap.add_argument("--reference", default=None, help="folder of the reference ONNX models (default: DATA/../reference)")
+    ap.add_argument("--reference", default=None, help="reference ONNX folder (default: DATA/../reference)")
     ap.add_argument("--work", default="runs/lfw-table")
     ap.add_argument("--jobs", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=1000)
