@@ -61,7 +61,7 @@ def main() -> int:
         sources.append(f"ref-{name}={out}")
     emb = work / "lfw-emb.parquet"
     if not emb.exists():
-        api.embed([], str(emb), from_scores=str(det), jobs=jobs)
+        api.embed([], str(emb), from_scores=str(det), jobs=jobs, flip_tta=False)  # the plain recogniser
     rnd = work / "lfw-random.parquet"
     if not rnd.exists():
         paths = pq.read_table(det, columns=["path"]).column("path")
