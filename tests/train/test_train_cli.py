@@ -1,0 +1,52 @@
+"""`facequal train` from the command line: a few steps on a synthetic cache, then resume and score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="training needs torch: pip install 'facequal[train]'")
+
+from test_train_trainer import synthetic_cache  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from facequal.cli import app  # noqa: E402
+
+
+def test_train_command_trains_resumes_and_exports(tmp_path: Path) -> None:
+    caches = tmp_path / "caches"
+    synthetic_cache(caches / "train")
+    synthetic_cache(caches / "val", seed=1)
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"cache": "unused", "out_dir": "unused", "width": 0.25, "p": 3, "k": 4,
+                                    "checkpoint_every": 2, "log_every": 1, "export_name": "tiny.onnx"}))
+    out = tmp_path / "run"
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", str(settings), "--cache-dir", str(caches), "--out", str(out), "--steps", "4"])
+    assert r.exit_code == 0, r.output
+    assert (out / "tiny.onnx").is_file()
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 3
+    # a longer run picks up from the checkpoint instead of starting over
+    r = runner.invoke(app, ["train", str(settings), "--cache-dir", str(caches), "--out", str(out), "--steps", "6",
+                            "--resume"])
+    assert r.exit_code == 0, r.output
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 5
+    # the exported model scores faces through the normal pipeline
+    from PIL import Image
+
+    img = tmp_path / "face.png"
+    Image.new("RGB", (96, 96), (120, 110, 100)).save(img)
+    r = runner.invoke(app, ["score", str(img), "-o", str(tmp_path / "s.parquet"), "--model", str(out / "tiny.onnx"),
+                            "--aligned", "-q", "-j", "1"])
+    assert r.exit_code == 0, r.output
+
+
+def test_train_command_needs_data_for_missing_caches(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"cache": str(tmp_path / "none" / "train"), "out_dir": str(tmp_path / "o")}))
+    r = CliRunner().invoke(app, ["train", str(settings)])
+    assert r.exit_code == 2 and "--data" in r.output
