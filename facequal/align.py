@@ -147,10 +147,14 @@ def alignment_matrix(landmarks: np.ndarray, contract: Contract) -> np.ndarray:
 
 def to_tensor(crops: np.ndarray, contract: Contract) -> np.ndarray:
     """Stack of (N, H, W, 3) uint8 RGB crops -> the float32 batch the model expects."""
-    x = np.asarray(crops, dtype=np.float32)
+    crops = np.asarray(crops)
     if contract.color == "BGR":
-        x = x[..., ::-1]
-    x = (x - np.asarray(contract.mean, dtype=np.float32)) / np.asarray(contract.std, dtype=np.float32)
+        crops = crops[..., ::-1]
     if contract.layout == "NCHW":
-        x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x, dtype=np.float32)
+        crops = crops.transpose(0, 3, 1, 2)
+    # One float copy in the final layout, then normalise in place.
+    x = np.ascontiguousarray(crops, dtype=np.float32)
+    shape = (1, 3, 1, 1) if contract.layout == "NCHW" else (1, 1, 1, 3)
+    x -= np.asarray(contract.mean, dtype=np.float32).reshape(shape)
+    x *= (1.0 / np.asarray(contract.std, dtype=np.float32)).reshape(shape)
+    return x

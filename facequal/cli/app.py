@@ -22,10 +22,6 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class FatalError(Exception):
-    """An error that stops the run: printed as one line, exit status 2."""
-
-
 def fatal(message: str, code: int = 2) -> None:
     """Print one clear line on stderr and exit non-zero."""
     err_console.print(f"[bold red]facequal: error:[/] {message}", highlight=False, soft_wrap=True)
