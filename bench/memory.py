@@ -53,19 +53,9 @@ def _vmhwm_kb(pid: int) -> int:
 
 
 def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                raw = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        ppid = int(raw[raw.rindex(")") + 2:].split()[1])
-        if ppid == pid:
-            out.append(int(entry))
-    return out
+    from proctab import proc_stats
+
+    return [p for p, fields in proc_stats().items() if int(fields[1]) == pid]
 
 
 def measure(cmd: list[str]) -> tuple[float, dict[str, int], str]:

@@ -45,18 +45,10 @@ def stand_in(workdir: str) -> tuple[str, str]:
 
 def tree_cpu_seconds() -> float:
     """User + system CPU seconds of this process and all its descendants (Linux /proc)."""
+    from proctab import proc_stats
+
     tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                raw = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2:].split()
-        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    stats = {pid: (int(f[1]), (int(f[11]) + int(f[12])) / tick) for pid, f in proc_stats().items()}
     me = os.getpid()
     total = 0.0
     for pid, (_, cpu) in stats.items():
