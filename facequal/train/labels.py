@@ -26,22 +26,34 @@ def _unit(emb: np.ndarray) -> np.ndarray:
     return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
 
-def genuine_cosines(emb: np.ndarray, identity: np.ndarray, image: np.ndarray | None = None,
-                    max_pairs: int = 2_000_000, seed: int = 0) -> np.ndarray:
-    """Cosines of all same-identity pairs of different photos (a random subset beyond ``max_pairs``)."""
-    e = _unit(emb)
+def genuine_pairs(identity: np.ndarray, image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (a, b), a < b, of every same-identity pair of different photos.
+
+    Pairs come identity by identity (in sorted identity order); ``image`` ids mark the variants of
+    one photo, which never pair with each other.
+    """
     identity = np.asarray(identity).reshape(-1)
     image = np.arange(identity.size) if image is None else np.asarray(image).reshape(-1)
-    out = []
+    out_a, out_b = [], []
     for ident in np.unique(identity):
         rows = np.flatnonzero(identity == ident)
         if rows.size < 2:
             continue
         i, j = np.triu_indices(rows.size, 1)
         keep = image[rows[i]] != image[rows[j]]
-        c = e[rows] @ e[rows].T
-        out.append(c[i[keep], j[keep]])
-    cos = np.concatenate(out) if out else np.zeros(0)
+        out_a.append(rows[i[keep]])
+        out_b.append(rows[j[keep]])
+    if not out_a:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_a), np.concatenate(out_b)
+
+
+def genuine_cosines(emb: np.ndarray, identity: np.ndarray, image: np.ndarray | None = None,
+                    max_pairs: int = 2_000_000, seed: int = 0) -> np.ndarray:
+    """Cosines of all same-identity pairs of different photos (a random subset beyond ``max_pairs``)."""
+    e = _unit(emb)
+    a, b = genuine_pairs(identity, image)
+    cos = np.einsum("nd,nd->n", e[a], e[b])
     if cos.size > max_pairs:
         cos = np.random.default_rng(seed).choice(cos, size=max_pairs, replace=False)
     return cos

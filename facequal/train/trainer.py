@@ -191,21 +191,11 @@ def evaluate(student: torch.nn.Module, cache: TrainingCache, params: Mapping[str
     z = predict_logits(student, cache.crops_student[rows], contract, device, channels_last=channels_last)
     emb = np.asarray(cache.emb[rows], dtype=np.float64)
     ident, image = np.asarray(cache.identity[rows]), np.asarray(cache.image[rows])
-    zs, ts, hs = [], [], []
-    for i in np.unique(ident):
-        r = np.flatnonzero(ident == i)
-        if r.size < 2:
-            continue
-        a, b = np.triu_indices(r.size, 1)
-        keep = image[r[a]] != image[r[b]]
-        a, b = r[a[keep]], r[b[keep]]
-        cos = np.einsum("nd,nd->n", emb[a], emb[b])
-        zs.append(np.minimum(z[a], z[b]))
-        ts.append(lab.soft_labels(cos, params["m"], params["s"]))
-        hs.append(cos > params["m"])
-    if not zs:
+    a, b = lab.genuine_pairs(ident, image)
+    if a.size == 0:
         return {}
-    zz, tt, hh = np.concatenate(zs), np.concatenate(ts), np.concatenate(hs)
+    cos = np.einsum("nd,nd->n", emb[a], emb[b])
+    zz, tt, hh = np.minimum(z[a], z[b]), lab.soft_labels(cos, params["m"], params["s"]), cos > params["m"]
     bce = np.maximum(zz, 0) - zz * tt + np.log1p(np.exp(-np.abs(zz)))
     return {"val_idq": float(bce.mean()), "val_pair_auc": pair_auc(zz, hh), "val_pairs": int(zz.size)}
 
