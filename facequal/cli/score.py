@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from facequal.cli import options as o
 from facequal.cli.app import app, err_console, handles_errors
+from facequal.cli.options import run_job
 
 
 def print_summary(summary, elapsed: float, output: str, stats: dict[str, int] | None = None) -> int:
@@ -51,38 +53,37 @@ def count_bad(summary) -> int:
 @app.command("score")
 @handles_errors
 def score_cmd(
-    inputs: list[Path] = typer.Argument(None, help="Image files, folders (walked recursively) or Parquet manifests."),
-    output: str = typer.Option(..., "-o", "--output", help="Output .parquet file, or a folder ending in '/'."),
+    inputs: o.Inputs = None,
+    output: o.Output = ...,
     from_scores: Path = typer.Option(None, "--from-scores", help="Score exactly the faces of a scores file."),
     model: str = typer.Option(None, "--model", help="Bundled model name or path to an ONNX file."),
-    contract: Path = typer.Option(None, "--contract", help="JSON contract for a model that carries none."),
-    faces: str = typer.Option("largest", "--faces", help="'largest' (one per image) or 'all'."),
-    det_size: int = typer.Option(640, "--det-size", help="Longer side the detector sees (larger are downscaled)."),
-    det_threshold: float = typer.Option(0.6, "--det-threshold", help="Detector confidence threshold."),
-    min_face: float = typer.Option(0.0, "--min-face", help="Ignore faces whose box is smaller (pixels)."),
-    pad: float = typer.Option(0.0, "--pad", help="Always pad the canvas by this fraction (tight crops)."),
+    contract: o.Contract = None,
+    faces: o.Faces = "largest",
+    det_size: o.DetSize = 640,
+    det_threshold: o.DetThreshold = 0.6,
+    min_face: o.MinFace = 0.0,
+    pad: o.Pad = 0.0,
     aligned: bool = typer.Option(False, "--aligned", help="Inputs are already-aligned crops: skip detection."),
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", help="Refuse images with more pixels."),
-    path_column: str = typer.Option("path", "--path-column", help="Manifest column holding image paths."),
-    identity_from: str = typer.Option(None, "--identity-from", help="'parent': identity = parent folder."),
-    shard: str = typer.Option(None, "--shard", help="I/N: process only shard I of N."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Faces per model call."),
-    jobs: int = typer.Option(0, "--jobs", "-j", help="Worker processes (0 = all cores)."),
-    threads: int = typer.Option(1, "--threads", help="onnxruntime threads per worker."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    backend: str = typer.Option("local", "--backend", help="local (worker processes here) or dask (a Dask cluster)."),
-    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler (tcp://HOST:PORT) for --backend dask."),
+    path_column: o.PathColumn = "path",
+    identity_from: o.IdentityFrom = None,
+    shard: o.Shard = None,
+    batch_size: o.BatchSize = 64,
+    jobs: o.Jobs = 0,
+    threads: o.Threads = 1,
+    device: o.Device = "cpu",
+    backend: o.Backend = "local",
+    scheduler: o.Scheduler = None,
     save_crops: Path = typer.Option(None, "--save-crops", help="Write the aligned crops (PNG) here."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    overwrite: o.Overwrite = False,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run / add new inputs."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any input could not be read."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    quiet: o.Quiet = False,
 ) -> None:
     """Detect, align and score every face; write one row per face (and per faceless image)."""
     from facequal.api import Job
     from facequal.errors import UserError
     from facequal.models.session import providers_for
-    from facequal.progress import RunProgress
 
     if not inputs and not from_scores:
         raise UserError("give INPUT paths or --from-scores FILE")
@@ -95,13 +96,7 @@ def score_cmd(
               shard=shard, batch_size=batch_size, jobs=jobs or None, threads=threads, device=device,
               save_crops=str(save_crops) if save_crops else None,
               backend=backend, scheduler=scheduler)
-    progress = RunProgress(quiet=quiet)
-    try:
-        job.run(output, overwrite=overwrite, resume=resume, progress=progress, collect=False)
-    finally:
-        progress.stop()
-    if not quiet:
-        print_summary(job.summary, progress.elapsed, output, stats=job.sources.stats)
+    run_job(job, output, overwrite=overwrite, resume=resume, quiet=quiet, label="scoring")
     bad = count_bad(job.summary)
     if strict and bad:
         err_console.print(f"facequal: --strict: {bad} input(s) could not be processed")
