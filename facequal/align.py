@@ -21,30 +21,25 @@ _MAX_SUPERSAMPLE = 4
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` onto ``dst``.
 
-    Umeyama's closed form. ``src`` and ``dst`` are (K, 2) arrays, K >= 2. Returns a 2x3 matrix
-    ``M`` with ``dst ~= src @ M[:, :2].T + M[:, 2]``.
+    ``src`` and ``dst`` are (K, 2) arrays, K >= 2. Returns a 2x3 matrix ``M`` with
+    ``dst ~= src @ M[:, :2].T + M[:, 2]``. In complex numbers a similarity is ``z -> a z + b``,
+    so the fit is one complex least-squares ratio on centred points: the same answer as
+    Umeyama's SVD form without reflections, at a fraction of its cost (it runs once per face).
     """
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
         raise ValueError(f"need two (K, 2) point sets with K >= 2, got {src.shape} and {dst.shape}")
-    n = src.shape[0]
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    s_c, d_c = src - mu_s, dst - mu_d
-    var_s = (s_c**2).sum() / n
-    if var_s <= 1e-12:
+    zs = src[:, 0] + 1j * src[:, 1]
+    zd = dst[:, 0] + 1j * dst[:, 1]
+    mu_s, mu_d = zs.mean(), zd.mean()
+    zs = zs - mu_s
+    var_s = float((zs.real * zs.real + zs.imag * zs.imag).sum())
+    if var_s <= 1e-12 * len(zs):
         raise ValueError("source points are degenerate (all equal)")
-    cov = d_c.T @ s_c / n
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1.0
-    rot = u @ np.diag(d) @ vt
-    scale = (sig * d).sum() / var_s
-    m = np.empty((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - scale * rot @ mu_s
-    return m
+    a = complex((np.conj(zs) * (zd - mu_d)).sum()) / var_s
+    b = mu_d - a * mu_s
+    return np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
 
 
 def apply_transform(m: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from facequal import __version__, schema
-from facequal.faces import FaceOptions
+from facequal.faces import FACE_CHOICES, FaceOptions
 from facequal.models.zoo import DEFAULT_EMBEDDING_MODEL, ModelSpec, resolve_model
 from facequal.pipeline import DEFAULT_CHUNK, WorkerConfig, rows_to_table, run_chunks
 from facequal.sources import ImageRef, Sources, collect, in_shard, parse_shard
@@ -127,8 +127,8 @@ class Job:
         from facequal.decode import DEFAULT_MAX_PIXELS
         from facequal.errors import UserError
 
-        if faces not in ("largest", "all"):
-            raise UserError(f"--faces must be 'largest' or 'all', not {faces!r}")
+        if faces not in FACE_CHOICES:
+            raise UserError(f"--faces must be one of {', '.join(FACE_CHOICES)}, not {faces!r}")
         if batch_size < 1 or chunk_size < 1:
             raise UserError("--batch-size must be at least 1")
         if backend not in BACKENDS:

@@ -12,6 +12,7 @@ raises for a malformed file becomes a :class:`DecodeError` with a status and a o
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import struct
@@ -86,7 +87,9 @@ _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
 
 
+@functools.cache
 def _formats() -> tuple[str, ...]:
+    # Image.init() walks Pillow's plugin registry: once per process, not once per image.
     Image.init()
     return tuple(f for f in DECODE_FORMATS if f in Image.OPEN)
 

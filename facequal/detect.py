@@ -145,6 +145,25 @@ def pick_largest(faces: list[Face], width: int, height: int) -> list[Face]:
     return [min(faces, key=key)]
 
 
+def pick_centred(faces: list[Face], width: int, height: int) -> list[Face]:
+    """The subject of a subject-centred photo: the largest face once off-centre distance is charged.
+
+    Face datasets such as LFW crop every photo around its subject, and bystanders (often larger,
+    at the edge) would be picked by ``pick_largest``. The score is box area minus twice the squared
+    distance of the box centre from the image centre, both in pixels squared, so a face must be
+    much larger to win from the middle's neighbour at the edge.
+    """
+    if not faces:
+        return []
+    c = np.array([width / 2.0, height / 2.0])
+
+    def key(f: Face) -> float:
+        off = (f.box[:2] + f.box[2:]) / 2.0 - c
+        return -(f.width * f.height - 2.0 * float(off @ off))
+
+    return [min(faces, key=key)]
+
+
 def order_faces(faces: list[Face], width: int, height: int) -> list[Face]:
     """Largest first (ties by distance to the centre): face_index 0 is the main face."""
     c = np.array([width / 2.0, height / 2.0])

@@ -17,14 +17,16 @@ from facequal import schema
 from facequal.align import align_face
 from facequal.contract import Contract
 from facequal.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DecodeError, open_image
-from facequal.detect import Face, RetinaFace
+from facequal.detect import Face, RetinaFace, pick_centred
+
+FACE_CHOICES = ("largest", "center", "all")
 
 
 @dataclass(frozen=True)
 class FaceOptions:
     """How faces are found: the `score` / `embed` options that shape detection and alignment."""
 
-    faces: str = "largest"          # "largest" or "all"
+    faces: str = "largest"          # "largest", "center" or "all"
     det_size: int = 640
     det_threshold: float = 0.6
     min_face: float = 0.0
@@ -84,7 +86,8 @@ def process_image(path: str, contract: Contract, opts: FaceOptions, detector: Re
     base.update(width=dec.width, height=dec.height)
     image = dec.image
     if opts.aligned:
-        crop = image.resize(tuple(contract.crop_size), Image.Resampling.BILINEAR)
+        size = tuple(contract.crop_size)
+        crop = image if image.size == size else image.resize(size, Image.Resampling.BILINEAR)
         row = dict(base, face_index=0, n_faces=1)
         return ImageResult(rows=[row], crops=[np.asarray(crop, dtype=np.uint8)])
     if given is not None:
@@ -102,7 +105,12 @@ def process_image(path: str, contract: Contract, opts: FaceOptions, detector: Re
     if not found:
         base.update(status=schema.NO_FACE, n_faces=0)
         return ImageResult(rows=[base])
-    chosen = found[:1] if opts.faces == "largest" else found
+    if opts.faces == "largest":
+        chosen = found[:1]
+    elif opts.faces == "center":
+        chosen = pick_centred(found, *image.size)
+    else:
+        chosen = found
     rows, crops = [], []
     inv = 1.0 / dec.scale
     for i, f in enumerate(chosen):

@@ -1,7 +1,7 @@
 """Verification pair lists: LFW's ``pairs.txt`` layout, CSV/Parquet tables of ``path_a, path_b,
 mated``, LFW folds, the all-pairs protocol, and matching pair-list paths to stored paths.
 
-A pair names two images; the face used in each is ``face_index`` 0 (the largest face) unless the
+A pair names two images; the face used in each is ``face_index`` 0 (the face chosen by ``--faces``) unless the
 table names faces (``face_index_a``, ``face_index_b``).
 """
 

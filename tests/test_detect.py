@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from facequal.detect import Face, RetinaFace, decode_boxes, decode_landmarks, nms, pick_largest, priors
+from facequal.detect import Face, RetinaFace, decode_boxes, decode_landmarks, nms, pick_centred, pick_largest, priors
 
 
 def test_priors_count_and_order():
@@ -51,6 +51,34 @@ def test_pick_largest_breaks_ties_by_centre():
     b = Face(box=np.array([45, 45, 55, 55.0]), score=0.8, landmarks=lm)
     c = Face(box=np.array([0, 0, 5, 5.0]), score=0.99, landmarks=lm)
     assert pick_largest([a, b, c], 100, 100) == [b]
+
+
+def test_pick_centred_prefers_the_subject_over_a_larger_bystander_at_the_edge():
+    lm = np.zeros((5, 2))
+    subject = Face(box=np.array([85, 80, 165, 170.0]), score=0.9, landmarks=lm)     # 80x90, centred
+    bystander = Face(box=np.array([0, 60, 100, 180.0]), score=0.99, landmarks=lm)   # 100x120, at the edge
+    small_centre = Face(box=np.array([120, 120, 130, 130.0]), score=0.9, landmarks=lm)
+    assert pick_largest([bystander, subject, small_centre], 250, 250) == [bystander]
+    assert pick_centred([bystander, subject, small_centre], 250, 250) == [subject]
+    assert pick_centred([], 250, 250) == []
+
+
+def test_faces_center_end_to_end(tmp_path):
+    """Two faces side by side, the smaller one in the middle: ``center`` keeps it, ``largest`` does not."""
+    from skimage import data
+
+    import facequal
+
+    face = Image.fromarray(data.astronaut()).crop((140, 20, 300, 200))      # the astronaut's head
+    canvas = Image.new("RGB", (600, 400), (90, 90, 90))
+    canvas.paste(face.resize((120, 135)), (240, 130))                      # centred, smaller
+    canvas.paste(face.resize((190, 214)), (400, 10))                       # larger, at the edge
+    canvas.save(tmp_path / "two.png")
+    rows = {mode: facequal.score([tmp_path / "two.png"], faces=mode, jobs=1).to_pylist()[0]
+            for mode in ("largest", "center")}
+    assert rows["largest"]["n_faces"] == rows["center"]["n_faces"] == 2
+    centre_x = {m: (r["bbox"][0] + r["bbox"][2]) / 2 for m, r in rows.items()}
+    assert 240 < centre_x["center"] < 360 and centre_x["largest"] > 400
 
 
 def test_detects_the_astronaut_with_plausible_landmarks(astronaut):

@@ -11,7 +11,9 @@ import typer
 Inputs = Annotated[list[Path], typer.Argument(help="Image files, folders (walked recursively) or Parquet manifests.")]
 Output = Annotated[str, typer.Option("-o", "--output", help="Output .parquet file, or a folder ending in '/'.")]
 Contract = Annotated[Path, typer.Option("--contract", help="JSON contract for a model that carries none.")]
-Faces = Annotated[str, typer.Option("--faces", help="'largest' (one per image) or 'all'.")]
+Faces = Annotated[str, typer.Option(
+    "--faces", help="'largest' (one per image), 'center' (one per image: the subject of a centred photo, "
+                    "as in LFW-style datasets) or 'all'.")]
 DetSize = Annotated[int, typer.Option("--det-size", help="Longer side the detector sees (larger are downscaled).")]
 DetThreshold = Annotated[float, typer.Option("--det-threshold", help="Detector confidence threshold.")]
 MinFace = Annotated[float, typer.Option("--min-face", help="Ignore faces whose box is smaller (pixels).")]

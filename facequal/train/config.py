@@ -9,6 +9,8 @@ from typing import Any
 
 LABELS = ("soft", "hard", "regression")
 MODES = ("distill", "student", "branch")
+# validation numbers a run can select its exported checkpoint on: True when higher is better
+SELECT_ON = {"val_pair_auc": True, "val_idq": False}
 
 
 @dataclass
@@ -75,6 +77,8 @@ class TrainConfig:
     log_every: int = 20
     checkpoint_every: int = 500
     eval_every: int = 0
+    # export the checkpoint with the best value of this validation number (None: the last step)
+    select_on: str | None = None
     resume: bool = False
     max_steps_this_run: int | None = None  # stop (after a checkpoint) once this many steps ran
     export: bool = True
@@ -104,6 +108,11 @@ class TrainConfig:
             raise ValueError("lr_milestones are fractions of the steps, in (0, 1)")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be positive")
+        if self.select_on is not None:
+            if self.select_on not in SELECT_ON:
+                raise ValueError(f"select_on must be one of {sorted(SELECT_ON)}, not {self.select_on!r}")
+            if not self.val_cache or self.eval_every < 1 or self.eval_every % self.log_every:
+                raise ValueError("select_on needs val_cache and an eval_every that is a multiple of log_every")
 
     # -- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

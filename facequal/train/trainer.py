@@ -31,13 +31,14 @@ from facequal.train import calibrate as cal
 from facequal.train import labels as lab
 from facequal.train import losses
 from facequal.train.cache import TrainingCache
-from facequal.train.config import TrainConfig
+from facequal.train.config import SELECT_ON, TrainConfig
 from facequal.train.degrade import border_bands
 from facequal.train.framing import student_contract
 from facequal.train.nets import BranchNet, LightQNet
 from facequal.train.sampler import PKSampler
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # the student at the best validation step, when the run selects on validation
 LOG = "log.jsonl"
 
 
@@ -353,6 +354,26 @@ def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
                             "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None},
                            ckpt_path)
 
+    best_path = out_dir / BEST
+    best: dict[str, Any] = {}
+    if cfg.select_on and resume_state is not None and best_path.is_file():
+        saved = torch.load(best_path, map_location="cpu", weights_only=True)
+        best = {"step": int(saved["step"]), "value": float(saved["value"])}
+    elif best_path.is_file():
+        best_path.unlink()  # a fresh run: a best checkpoint from an earlier run must not be exported
+
+    def consider_best(step: int, entry: Mapping[str, Any]) -> None:
+        """Keep the student of the best validation step so far (``select_on``)."""
+        value = entry.get(cfg.select_on) if cfg.select_on else None
+        if value is None or not math.isfinite(value):
+            return
+        higher = SELECT_ON[cfg.select_on]
+        if best and not (value > best["value"] if higher else value < best["value"]):
+            return
+        best.update(step=step, value=float(value))
+        _atomic_torch_save({"student": state.student.state_dict(), "step": step, "value": float(value),
+                            "select_on": cfg.select_on}, best_path)
+
     state.student.train()
     state.branches.train()
     stop = cfg.steps if cfg.max_steps_this_run is None else min(cfg.steps, start + cfg.max_steps_this_run)
@@ -386,6 +407,8 @@ def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
                 if val_cache is not None and cfg.eval_every and (step % cfg.eval_every == 0 or last):
                     entry.update(evaluate(state.student, val_cache, params, contract, device,
                                           cfg.channels_last))
+                    # the weights after this step's update: the ones evaluate() just scored
+                    consider_best(step + 1, entry)
                 log.write(json.dumps(entry, default=float) + "\n")
                 log.flush()
             if (step + 1) % cfg.checkpoint_every == 0 or last:
@@ -394,13 +417,19 @@ def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"steps_done": done, "steps": cfg.steps, "device": str(device),
                                "label_params": params, "out_dir": str(out_dir)}
     if done >= cfg.steps and cfg.export and cfg.mode != "branch":
-        summary.update(finish(state.student, cfg, params, val_cache, device))
+        if cfg.select_on and best_path.is_file():
+            saved = torch.load(best_path, map_location=device, weights_only=True)
+            state.student.load_state_dict(saved["student"])
+            summary["selected"] = {"on": cfg.select_on, "step": int(saved["step"]), "value": float(saved["value"])}
+        summary.update(finish(state.student, cfg, params, val_cache, device,
+                              selected_step=summary.get("selected", {}).get("step")))
     _write_json(out_dir / "summary.json", summary)
     return summary
 
 
 def finish(student: torch.nn.Module, cfg: TrainConfig, params: Mapping[str, Any],
-           val_cache: TrainingCache | None, device: torch.device) -> dict[str, Any]:
+           val_cache: TrainingCache | None, device: torch.device,
+           selected_step: int | None = None) -> dict[str, Any]:
     """Calibrate on the validation cache (when given), export to ONNX and check parity."""
     from facequal.train.export import export_onnx, onnx_parity
 
@@ -429,7 +458,9 @@ def finish(student: torch.nn.Module, cfg: TrainConfig, params: Mapping[str, Any]
         "mode": cfg.mode, "label": cfg.label, "idq_variant": cfg.idq_variant,
         "m": params["m"], "s": params["s"], "teacher_threshold": params["threshold"], "fmr": cfg.fmr,
         "lambda": cfg.lam, "kl_reduction": cfg.kl_reduction, "oof_folds": cfg.oof_folds,
-        "steps": cfg.steps, "batch": f"{cfg.p}x{cfg.k}", "lr": cfg.lr, "width": cfg.width, "seed": cfg.seed,
+        "steps": cfg.steps if selected_step is None else selected_step,
+        "steps_budget": cfg.steps, "selected_on": cfg.select_on,
+        "batch": f"{cfg.p}x{cfg.k}", "lr": cfg.lr, "width": cfg.width, "seed": cfg.seed,
         "teacher": "dlib_face_recognition_resnet_model_v1", "data": cfg.data_description,
     }
     full = student_contract(cfg.width, calibration=calibration)

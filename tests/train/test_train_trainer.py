@@ -109,3 +109,31 @@ def test_schedule_folds_and_auc() -> None:
     with pytest.raises(ValueError):
         TrainConfig(cache="c", out_dir="o", label="fuzzy")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_select_on_validation_exports_the_best_step(tmp_path: Path) -> None:
+    """``select_on``: the exported model is the student of the best validation step, not the last."""
+    synthetic_cache(tmp_path / "cache")
+    out = tmp_path / "sel"
+    s = run(_config(tmp_path, "sel", steps=6, export=True, calibrate=False, val_cache=str(tmp_path / "cache"),
+                    eval_every=2, select_on="val_idq", lr=0.5))
+    log = [json.loads(x) for x in (out / LOG).read_text().splitlines()]
+    evals = {e["step"] + 1: e["val_idq"] for e in log if "val_idq" in e}
+    assert set(evals) == {1, 3, 5, 6}
+    best_step = min(evals, key=evals.get)
+    assert s["selected"] == {"on": "val_idq", "step": best_step, "value": pytest.approx(evals[best_step])}
+    # the exported ONNX reproduces the selected student, and says which step it is
+    best = torch.load(out / "best.pt", weights_only=True)
+    from facequal.train.nets import LightQNet
+    net = LightQNet(0.25)
+    net.load_state_dict(best["student"])
+    net.eval()
+    x = np.random.default_rng(1).uniform(-1, 1, (3, 3, 96, 96)).astype(np.float32)
+    sess = ort.InferenceSession(s["onnx"], providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        want = torch.sigmoid(net(torch.from_numpy(x))).numpy()
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0][:, 0], want, atol=1e-5)
+    training = json.loads(sess.get_modelmeta().custom_metadata_map["facequal.training"])
+    assert training["steps"] == best_step and training["steps_budget"] == 6
+    with pytest.raises(ValueError, match="select_on"):
+        TrainConfig(cache="c", out_dir="o", select_on="val_pair_auc")  # no validation cache
