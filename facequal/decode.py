@@ -13,6 +13,7 @@ raises for a malformed file becomes a :class:`DecodeError` with a status and a o
 from __future__ import annotations
 
 import functools
+import io
 import os
 import stat
 import struct
@@ -20,7 +21,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -82,6 +83,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 # Formats facequal decodes. Pillow identifies many more (EPS, for one, runs Ghostscript on the
 # file); an input of any other format is "unreadable" rather than handed to such a decoder.
 DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "PPM", "TGA", "JPEG2000", "AVIF")
+_IN_MEMORY_MAX = 16 << 20           # files up to this size are read in one go
 MAX_MESSAGE = 300                    # error messages are cut to this many characters
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
@@ -102,7 +104,7 @@ def clean_message(message: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
 
 
-def _open_regular(path: str | Path) -> BinaryIO:
+def _open_regular(path: str | Path) -> IO[bytes]:
     """Open ``path`` for reading if it is a regular file; a FIFO, a device or a socket would
     block or never end, so they are refused without reading a byte."""
     try:
@@ -131,7 +133,7 @@ def _open_regular(path: str | Path) -> BinaryIO:
         raise
 
 
-def _check_png_crcs(fh: BinaryIO) -> None:
+def _check_png_crcs(fh: IO[bytes]) -> None:
     """Verify the CRC of every critical PNG chunk (IHDR, PLTE, IDAT, IEND), as libpng does;
     Pillow skips the check for image data, so a corrupt file would otherwise decode silently.
     Ancillary chunks with a bad CRC are ignored, again as libpng does."""
@@ -178,6 +180,13 @@ def open_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     raises for a malformed file becomes a ``DecodeError``: this function raises nothing else.
     """
     fh = _open_regular(path)
+    if os.fstat(fh.fileno()).st_size <= _IN_MEMORY_MAX:
+        # One read for the whole file: the PNG checksum pass and the decoder then work in memory.
+        with fh:
+            try:
+                fh = io.BytesIO(fh.read())
+            except OSError as e:
+                raise DecodeError(schema.UNREADABLE, clean_message(f"read error: {e}")) from None
     with fh:
         try:
             with warnings.catch_warnings():

@@ -7,8 +7,10 @@ apart from the session call, so the maths is testable without a model.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -178,24 +180,47 @@ class RetinaFace:
     downscaled for detection and the coordinates mapped back). When nothing is found the image
     is retried on a padded canvas (tight face crops need context around the face); ``pad``
     > 0 always pads by that fraction of the longer side.
+
+    ``fixed_session(height, width)``, when given, makes a session specialised to one input size;
+    a padded size seen ``SPECIALISE_AFTER`` times gets one (at most ``MAX_SPECIALISED`` sizes), so
+    that datasets of same-sized photos run a fully planned graph (the same outputs, 5-10% faster
+    than with free dimensions); other sizes use the general ``session``.
     """
 
+    SPECIALISE_AFTER = 8
+    MAX_SPECIALISED = 4
+
     def __init__(self, session=None, *, det_size: int = 640, threshold: float = 0.6,
-                 min_face: float = 0.0, pad: float = 0.0, retry_pad: float = 0.5) -> None:
+                 min_face: float = 0.0, pad: float = 0.0, retry_pad: float = 0.5,
+                 fixed_session: Callable[[int, int], Any] | None = None) -> None:
         if session is None:
             from facequal.models.retinaface import retinaface_session
 
             session = retinaface_session()
         self.session = session
+        self._fixed_session = fixed_session
+        self._fixed: dict[tuple[int, int], Any] = {}
+        self._seen: dict[tuple[int, int], int] = {}
         self.det_size = det_size
         self.threshold = threshold
         self.min_face = min_face
         self.pad = pad
         self.retry_pad = retry_pad
 
+    def _session_for(self, hp: int, wp: int) -> Any:
+        key = (hp, wp)
+        sess = self._fixed.get(key)
+        if sess is not None or self._fixed_session is None:
+            return sess or self.session
+        seen = self._seen[key] = self._seen.get(key, 0) + 1
+        if seen >= self.SPECIALISE_AFTER and len(self._fixed) < self.MAX_SPECIALISED:
+            sess = self._fixed[key] = self._fixed_session(hp, wp)
+            return sess
+        return self.session
+
     def _run(self, rgb: np.ndarray) -> list[Face]:
         x, hp, wp = preprocess(rgb)
-        loc, conf, landm = self.session.run(None, {"input": x})
+        loc, conf, landm = self._session_for(hp, wp).run(None, {"input": x})
         return postprocess(loc[0], conf[0], landm[0], hp, wp, self.threshold)
 
     def _detect_once(self, image: Image.Image, pad: float) -> list[Face]:

@@ -108,3 +108,28 @@ def test_tight_crop_found_through_padding_retry(astronaut):
     tight = img.crop((int(x1) + 5, int(y1) + 10, int(x2) - 5, int(y2) - 5))
     found = RetinaFace().detect(tight)
     assert found, "the padded retry should find a face that fills the frame"
+
+
+def test_same_sized_images_get_a_fixed_size_session_with_identical_faces(astronaut):
+    """After SPECIALISE_AFTER images of one size the detector plans its graph for that size;
+    the faces it finds must not change, and other sizes keep using the general session."""
+    from facequal.models.retinaface import retinaface_session
+
+    built = []
+
+    def fixed(h, w):
+        built.append((h, w))
+        return retinaface_session(shape=(h, w))
+
+    general = RetinaFace()
+    specialised = RetinaFace(fixed_session=fixed)
+    img = Image.fromarray(astronaut).resize((250, 250))
+    for i in range(RetinaFace.SPECIALISE_AFTER + 2):
+        shifted = img.rotate(i, fillcolor=(0, 0, 0))
+        a, b = general.detect(shifted), specialised.detect(shifted)
+        assert len(a) == len(b) >= 1
+        for fa, fb in zip(a, b, strict=True):
+            np.testing.assert_allclose(fa.landmarks, fb.landmarks, atol=1e-4)
+    assert built == [(256, 256)]
+    specialised.detect(Image.fromarray(astronaut).resize((300, 200)))   # another size: general session
+    assert built == [(256, 256)]

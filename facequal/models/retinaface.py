@@ -72,8 +72,9 @@ def retinaface_bytes() -> bytes:
     return data
 
 
-def retinaface_session(threads: int = 0, device: str = "cpu"):
-    """An onnxruntime session of the detector."""
+def retinaface_session(threads: int = 0, device: str = "cpu", shape: tuple[int, int] | None = None):
+    """An onnxruntime session of the detector; ``shape`` (height, width) fixes its input size."""
     from facequal.models.session import make_session
 
-    return make_session(retinaface_bytes(), threads=threads, device=device)
+    dims = None if shape is None else {"batch_size": 1, "height": int(shape[0]), "width": int(shape[1])}
+    return make_session(retinaface_bytes(), threads=threads, device=device, dims=dims)

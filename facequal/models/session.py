@@ -9,6 +9,7 @@ falling back to the CPU.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from facequal.errors import UserError
@@ -33,10 +34,12 @@ def providers_for(device: str) -> list[str]:
     raise UserError(f"unknown device {device!r} (choose from {', '.join(DEVICES)})")
 
 
-def make_session(model: bytes | str | Path, *, threads: int = 0, device: str = "cpu"):
+def make_session(model: bytes | str | Path, *, threads: int = 0, device: str = "cpu",
+                 dims: Mapping[str, int] | None = None):
     """An onnxruntime InferenceSession. ``threads`` = 0 lets onnxruntime choose.
 
     One intra-op thread per worker process is what a parallel run wants (no oversubscription).
+    ``dims`` fixes named free input dimensions, so that onnxruntime plans the graph for one size.
     """
     import onnxruntime as ort
 
@@ -44,6 +47,8 @@ def make_session(model: bytes | str | Path, *, threads: int = 0, device: str = "
     opts.intra_op_num_threads = max(0, int(threads))
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    for name, value in (dims or {}).items():
+        opts.add_free_dimension_override_by_name(name, int(value))
     src = model if isinstance(model, bytes) else str(model)
     sess = ort.InferenceSession(src, sess_options=opts, providers=providers_for(device))
     if device == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
