@@ -2,7 +2,8 @@
 
 Usage::
 
-    python bench/lfw_verification.py EMBEDDINGS [--pairs ../shared/data/lfw-pairs.tsv] [--folds 6-10]
+    facequal embed ../shared/data/lfw --faces center -o emb.parquet
+    python bench/lfw_verification.py emb.parquet [--pairs ../shared/data/lfw-pairs.tsv] [--folds 6-10]
 
 Each pair compares the embeddings of face 0 of its two images by cosine similarity. Printed for
 the pairs of ``--folds`` (LFW View 2: folds 1-5 for tuning, 6-10 for testing):

@@ -179,17 +179,13 @@ def pair_auc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def evaluate(student: torch.nn.Module, cache: TrainingCache, params: Mapping[str, Any], contract: Contract,
-             device: torch.device, channels_last: bool = True) -> dict[str, float]:
-    """Validation numbers on the clean rows of ``cache``.
+def pair_metrics(z: np.ndarray, cache: TrainingCache, rows: np.ndarray,
+                 params: Mapping[str, Any]) -> dict[str, float]:
+    """Validation numbers of logits ``z`` for the faces ``rows`` of ``cache``.
 
     ``val_idq``: the paper's soft-label IDQ loss over all same-person pairs of different photos;
     ``val_pair_auc``: how well min(q_i, q_j) separates the pairs the teacher accepts at ``m``.
     """
-    rows = clean_rows(cache)
-    if rows.size == 0:
-        return {}
-    z = predict_logits(student, cache.crops_student[rows], contract, device, channels_last=channels_last)
     emb = np.asarray(cache.emb[rows], dtype=np.float64)
     ident, image = np.asarray(cache.identity[rows]), np.asarray(cache.image[rows])
     a, b = lab.genuine_pairs(ident, image)
@@ -199,6 +195,34 @@ def evaluate(student: torch.nn.Module, cache: TrainingCache, params: Mapping[str
     zz, tt, hh = np.minimum(z[a], z[b]), lab.soft_labels(cos, params["m"], params["s"]), cos > params["m"]
     bce = np.maximum(zz, 0) - zz * tt + np.log1p(np.exp(-np.abs(zz)))
     return {"val_idq": float(bce.mean()), "val_pair_auc": pair_auc(zz, hh), "val_pairs": int(zz.size)}
+
+
+def evaluate(student: torch.nn.Module, cache: TrainingCache, params: Mapping[str, Any], contract: Contract,
+             device: torch.device, channels_last: bool = True) -> dict[str, float]:
+    """The student's validation numbers (:func:`pair_metrics`) on the clean rows of ``cache``."""
+    rows = clean_rows(cache)
+    if rows.size == 0:
+        return {}
+    z = predict_logits(student, cache.crops_student[rows], contract, device, channels_last=channels_last)
+    return pair_metrics(z, cache, rows, params)
+
+
+@torch.no_grad()
+def evaluate_branch(branch: torch.nn.Module, cache: TrainingCache, params: Mapping[str, Any],
+                    device: torch.device) -> dict[str, float]:
+    """The branch network's validation numbers on the teacher features of the clean rows of ``cache``."""
+    rows = clean_rows(cache)
+    if rows.size == 0:
+        return {}
+    was = branch.training
+    branch.eval()
+    try:
+        z = np.concatenate([
+            branch(torch.from_numpy(np.asarray(cache.feat[rows[i:i + 1024]], dtype=np.float32)).to(device))
+            .float().cpu().numpy() for i in range(0, rows.size, 1024)])
+    finally:
+        branch.train(was)
+    return pair_metrics(z, cache, rows, params)
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -405,8 +429,11 @@ def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
                 entry = {"step": step, "lr": lr, **terms, "batch": len(r),
                          "images_per_s": seen / max(dt, 1e-9)}
                 if val_cache is not None and cfg.eval_every and (step % cfg.eval_every == 0 or last):
-                    entry.update(evaluate(state.student, val_cache, params, contract, device,
-                                          cfg.channels_last))
+                    if cfg.mode == "branch":   # the branch alone: its own validation numbers
+                        entry.update(evaluate_branch(state.branches[0], val_cache, params, device))
+                    else:
+                        entry.update(evaluate(state.student, val_cache, params, contract, device,
+                                              cfg.channels_last))
                     # the weights after this step's update: the ones evaluate() just scored
                     consider_best(step + 1, entry)
                 log.write(json.dumps(entry, default=float) + "\n")

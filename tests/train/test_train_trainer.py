@@ -88,10 +88,13 @@ def test_train_resume_export(tmp_path: Path) -> None:
 ])
 def test_ablation_modes_run(tmp_path: Path, kw: dict) -> None:
     synthetic_cache(tmp_path / "cache")
-    s = run(_config(tmp_path, "r", steps=2, channels_last=False, **kw))
+    s = run(_config(tmp_path, "r", steps=2, channels_last=False, val_cache=str(tmp_path / "cache"),
+                    eval_every=1, m=0.73, s=20.0, **kw))   # m: half the synthetic pairs accepted
     assert s["steps_done"] == 2
     log = [json.loads(x) for x in (tmp_path / "r" / LOG).read_text().splitlines()]
     assert all(np.isfinite(e["loss"]) for e in log)
+    # every mode, the branch alone included, reports its validation numbers
+    assert all(0 <= e["val_pair_auc"] <= 1 and e["val_idq"] > 0 and e["val_pairs"] > 0 for e in log)
     if kw.get("mode") == "branch":
         assert "idq_q" not in log[0] and "kl" not in log[0]
     if kw.get("mode") == "student":
