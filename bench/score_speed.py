@@ -84,6 +84,12 @@ def list_images(folder: str, limit: int) -> list[str]:
     return out
 
 
+def _fixed_session(threads: int, height: int, width: int):
+    from facequal.models.retinaface import retinaface_session
+
+    return retinaface_session(threads=threads, shape=(height, width))
+
+
 def _floor_chunk(paths: list[str], det_size: int) -> int:
     """Decode + one detector forward pass per image (what any pipeline must at least do)."""
     from PIL import Image
@@ -93,17 +99,22 @@ def _floor_chunk(paths: list[str], det_size: int) -> int:
 
     global _SESSION
     if _SESSION is None:
+        import functools
+
+        from facequal.detect import RetinaFace
         from facequal.models.retinaface import retinaface_session
 
-        _SESSION = retinaface_session(threads=1)
+        # The pipeline's detector sessions (fixed-size ones for recurring sizes): a fair floor.
+        _SESSION = RetinaFace(retinaface_session(threads=1),
+                              fixed_session=functools.partial(_fixed_session, 1))
     for p in paths:
         im = open_image(p).image
         if det_size and max(im.size) > det_size:
             s = det_size / max(im.size)
             im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))),
                            Image.Resampling.BILINEAR, reducing_gap=2.0)
-        x, _, _ = preprocess(np.asarray(im))
-        _SESSION.run(None, {"input": x})
+        x, hp, wp = preprocess(np.asarray(im))
+        _SESSION.session_for(hp, wp).run(None, {"input": x})
     return len(paths)
 
 

@@ -183,7 +183,7 @@ class RetinaFace:
 
     ``fixed_session(height, width)``, when given, makes a session specialised to one input size;
     a padded size seen ``SPECIALISE_AFTER`` times gets one (at most ``MAX_SPECIALISED`` sizes), so
-    that datasets of same-sized photos run a fully planned graph (the same outputs, 5-10% faster
+    that datasets of same-sized photos run a fully planned graph (the same outputs, about 5% faster
     than with free dimensions); other sizes use the general ``session``.
     """
 
@@ -207,7 +207,8 @@ class RetinaFace:
         self.pad = pad
         self.retry_pad = retry_pad
 
-    def _session_for(self, hp: int, wp: int) -> Any:
+    def session_for(self, hp: int, wp: int) -> Any:
+        """The session for a padded input of ``hp`` x ``wp`` (specialised once that size recurs)."""
         key = (hp, wp)
         sess = self._fixed.get(key)
         if sess is not None or self._fixed_session is None:
@@ -220,7 +221,7 @@ class RetinaFace:
 
     def _run(self, rgb: np.ndarray) -> list[Face]:
         x, hp, wp = preprocess(rgb)
-        loc, conf, landm = self._session_for(hp, wp).run(None, {"input": x})
+        loc, conf, landm = self.session_for(hp, wp).run(None, {"input": x})
         return postprocess(loc[0], conf[0], landm[0], hp, wp, self.threshold)
 
     def _detect_once(self, image: Image.Image, pad: float) -> list[Face]:
