@@ -260,7 +260,7 @@ def test_results_stream_chunk_by_chunk(tmp_path, tiny_model, monkeypatch):
 
 
 MILLION = textwrap.dedent("""
-    import os, resource, sys, time
+    import os, sys, time
     import pyarrow, pyarrow.compute, pyarrow.parquet
     from facequal.sources import collect
 
@@ -268,11 +268,17 @@ MILLION = textwrap.dedent("""
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+    def high_water():
+        # VmHWM belongs to this process's own memory map; getrusage's ru_maxrss would carry
+        # over the parent's (a large pytest process) through fork and exec.
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
     before = rss()
     t0 = time.perf_counter()
     src = collect([sys.argv[1]])
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    peak = high_water() - before
     r = src.refs[-1]
     print(len(src.refs), seconds, peak, src.stats.get("duplicates", 0), r.path, r.carried["identity"])
 """)
