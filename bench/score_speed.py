@@ -84,12 +84,6 @@ def list_images(folder: str, limit: int) -> list[str]:
     return out
 
 
-def _fixed_session(threads: int, height: int, width: int):
-    from facequal.models.retinaface import retinaface_session
-
-    return retinaface_session(threads=threads, shape=(height, width))
-
-
 def _floor_chunk(paths: list[str], det_size: int) -> int:
     """Decode + one detector forward pass per image (what any pipeline must at least do)."""
     from PIL import Image
@@ -106,7 +100,7 @@ def _floor_chunk(paths: list[str], det_size: int) -> int:
 
         # The pipeline's detector sessions (fixed-size ones for recurring sizes): a fair floor.
         _SESSION = RetinaFace(retinaface_session(threads=1),
-                              fixed_session=functools.partial(_fixed_session, 1))
+                              fixed_session=functools.partial(retinaface_session, 1))
     for p in paths:
         im = open_image(p).image
         if det_size and max(im.size) > det_size:

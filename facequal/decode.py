@@ -106,7 +106,9 @@ def clean_message(message: str) -> str:
 
 def _open_regular(path: str | Path) -> IO[bytes]:
     """Open ``path`` for reading if it is a regular file; a FIFO, a device or a socket would
-    block or never end, so they are refused without reading a byte."""
+    block or never end, so they are refused without reading a byte. A file of at most
+    ``_IN_MEMORY_MAX`` bytes comes back read in one go, as an in-memory stream: the PNG checksum
+    pass and the decoder then work in memory."""
     try:
         fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_BINARY)
     except FileNotFoundError:
@@ -127,10 +129,17 @@ def _open_regular(path: str | Path) -> IO[bytes]:
             raise DecodeError(schema.UNREADABLE, "not a regular file (a FIFO, device or socket)")
         if st.st_size == 0:
             raise DecodeError(schema.UNREADABLE, "empty file (0 bytes)")
-        return os.fdopen(fd, "rb")
+        fh = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+    if st.st_size > _IN_MEMORY_MAX:
+        return fh
+    with fh:
+        try:
+            return io.BytesIO(fh.read())
+        except OSError as e:
+            raise DecodeError(schema.UNREADABLE, clean_message(f"read error: {e}")) from None
 
 
 def _check_png_crcs(fh: IO[bytes]) -> None:
@@ -180,13 +189,6 @@ def open_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     raises for a malformed file becomes a ``DecodeError``: this function raises nothing else.
     """
     fh = _open_regular(path)
-    if os.fstat(fh.fileno()).st_size <= _IN_MEMORY_MAX:
-        # One read for the whole file: the PNG checksum pass and the decoder then work in memory.
-        with fh:
-            try:
-                fh = io.BytesIO(fh.read())
-            except OSError as e:
-                raise DecodeError(schema.UNREADABLE, clean_message(f"read error: {e}")) from None
     with fh:
         try:
             with warnings.catch_warnings():

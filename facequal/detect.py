@@ -41,6 +41,11 @@ class Face:
         return float(self.box[3] - self.box[1])
 
     @property
+    def centre(self) -> np.ndarray:
+        """(2,) centre of the box."""
+        return (self.box[:2] + self.box[2:]) / 2.0
+
+    @property
     def inter_eye(self) -> float:
         return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
 
@@ -136,15 +141,7 @@ def postprocess(loc: np.ndarray, conf: np.ndarray, landm: np.ndarray, height: in
 
 def pick_largest(faces: list[Face], width: int, height: int) -> list[Face]:
     """The face with the largest box; ties go to the one nearest the image centre."""
-    if not faces:
-        return []
-    c = np.array([width / 2.0, height / 2.0])
-
-    def key(f: Face) -> tuple[float, float]:
-        centre = (f.box[:2] + f.box[2:]) / 2.0
-        return (-round(f.width * f.height, 3), float(np.linalg.norm(centre - c)))
-
-    return [min(faces, key=key)]
+    return order_faces(faces, width, height)[:1]
 
 
 def pick_centred(faces: list[Face], width: int, height: int) -> list[Face]:
@@ -160,7 +157,7 @@ def pick_centred(faces: list[Face], width: int, height: int) -> list[Face]:
     c = np.array([width / 2.0, height / 2.0])
 
     def key(f: Face) -> float:
-        off = (f.box[:2] + f.box[2:]) / 2.0 - c
+        off = f.centre - c
         return -(f.width * f.height - 2.0 * float(off @ off))
 
     return [min(faces, key=key)]
@@ -170,7 +167,7 @@ def order_faces(faces: list[Face], width: int, height: int) -> list[Face]:
     """Largest first (ties by distance to the centre): face_index 0 is the main face."""
     c = np.array([width / 2.0, height / 2.0])
     return sorted(faces, key=lambda f: (-round(f.width * f.height, 3),
-                                        float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2.0 - c))))
+                                        float(np.linalg.norm(f.centre - c))))
 
 
 class RetinaFace:
@@ -181,7 +178,7 @@ class RetinaFace:
     is retried on a padded canvas (tight face crops need context around the face); ``pad``
     > 0 always pads by that fraction of the longer side.
 
-    ``fixed_session(height, width)``, when given, makes a session specialised to one input size;
+    ``fixed_session(shape=(height, width))``, when given, makes a session specialised to one input size;
     a padded size seen ``SPECIALISE_AFTER`` times gets one (at most ``MAX_SPECIALISED`` sizes), so
     that datasets of same-sized photos run a fully planned graph (the same outputs, about 5% faster
     than with free dimensions); other sizes use the general ``session``.
@@ -192,7 +189,7 @@ class RetinaFace:
 
     def __init__(self, session=None, *, det_size: int = 640, threshold: float = 0.6,
                  min_face: float = 0.0, pad: float = 0.0, retry_pad: float = 0.5,
-                 fixed_session: Callable[[int, int], Any] | None = None) -> None:
+                 fixed_session: Callable[..., Any] | None = None) -> None:
         if session is None:
             from facequal.models.retinaface import retinaface_session
 
@@ -215,7 +212,7 @@ class RetinaFace:
             return sess or self.session
         seen = self._seen[key] = self._seen.get(key, 0) + 1
         if seen >= self.SPECIALISE_AFTER and len(self._fixed) < self.MAX_SPECIALISED:
-            sess = self._fixed[key] = self._fixed_session(hp, wp)
+            sess = self._fixed[key] = self._fixed_session(shape=key)
             return sess
         return self.session
 

@@ -57,12 +57,6 @@ def _load(cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
         return _load_locked(key, cfg)
 
 
-def _fixed_detector(threads: int, device: str, height: int, width: int) -> Any:
-    from facequal.models.retinaface import retinaface_session
-
-    return retinaface_session(threads, device, shape=(height, width))
-
-
 def _load_locked(key: Any, cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
     if key not in _LOADED:
         from facequal.detect import RetinaFace
@@ -73,7 +67,7 @@ def _load_locked(key: Any, cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
             det = RetinaFace(retinaface_session(cfg.threads, cfg.device), det_size=cfg.faces.det_size,
                              threshold=cfg.faces.det_threshold, min_face=cfg.faces.min_face,
                              pad=cfg.faces.pad,
-                             fixed_session=functools.partial(_fixed_detector, cfg.threads, cfg.device))
+                             fixed_session=functools.partial(retinaface_session, cfg.threads, cfg.device))
         _LOADED.clear()
         _LOADED[key] = (det, OnnxModel(cfg.model, threads=cfg.threads, device=cfg.device,
                                        batch_size=cfg.batch_size, flip_tta=cfg.flip_tta))

@@ -117,9 +117,9 @@ def test_same_sized_images_get_a_fixed_size_session_with_identical_faces(astrona
 
     built = []
 
-    def fixed(h, w):
-        built.append((h, w))
-        return retinaface_session(shape=(h, w))
+    def fixed(shape):
+        built.append(shape)
+        return retinaface_session(shape=shape)
 
     general = RetinaFace()
     specialised = RetinaFace(fixed_session=fixed)
