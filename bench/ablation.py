@@ -70,7 +70,7 @@ def main() -> int:
     ap.add_argument("data", help="folder with lfw/ and lfw-pairs.tsv (../shared/data)")
     ap.add_argument("--cache-dir", required=True, help="training caches (train/, val/) from facequal train")
     ap.add_argument("--work", default="runs/ablation")
-    ap.add_argument("--config", default=str(HERE.parent / "configs" / "train-dm100.json"))
+    ap.add_argument("--config", default=str(HERE.parent / "configs" / "train-dm100-6000.json"))
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--bootstrap", type=int, default=200)
     a = ap.parse_args()

@@ -3,7 +3,7 @@
 The paper's IDQ loss gives the gradient of a pair only to its lower-scored face ("loser takes
 all"); the authors' released trainer trains every face against all of its pairs' labels. This
 script trains the branch network alone (a small MLP on the teacher's pooled features: seconds per
-thousand steps on the CPU) with each form and the settings of ``configs/train-dm100.json``, and
+thousand steps on the CPU) with each form and the settings of ``configs/train-dm100-6000.json``, and
 prints its validation numbers (LFW folds 4-5 people and CFP splits 4-5, never the test folds)
 every ``--eval-every`` steps:
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache-dir", default="runs/cache", help="folder with the train/ and val/ caches")
-    ap.add_argument("--config", default=str(REPO / "configs" / "train-dm100.json"))
+    ap.add_argument("--config", default=str(REPO / "configs" / "train-dm100-6000.json"))
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)

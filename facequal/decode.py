@@ -220,7 +220,8 @@ def open_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                 if getattr(im, "n_frames", 1) > 1:
                     im.seek(0)
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                # In place: without a rotation the copying form would copy every image.
+                ImageOps.exif_transpose(im, in_place=True)
                 rgb = _to_rgb(im)
         except DecodeError:
             raise

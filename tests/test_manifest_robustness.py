@@ -286,7 +286,7 @@ MILLION = textwrap.dedent("""
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
-def test_a_million_row_manifest_is_read_quickly_with_bounded_memory(tmp_path):
+def test_a_million_row_manifest_is_read_with_bounded_memory(tmp_path):
     import numpy as np
     import pyarrow.compute as pc
 
@@ -303,7 +303,8 @@ def test_a_million_row_manifest_is_read_quickly_with_bounded_memory(tmp_path):
     count, seconds, peak, dups, last_path, last_identity = r.stdout.split()
     assert int(count) == n and int(dups) == 0
     assert last_path == str(tmp_path / "images" / "person_4999" / "img_999999.jpg") and last_identity == "4999"
-    # Measured: ~2.5 s and ~430 MB (about 250 bytes of Python objects per reference, plus the
-    # Arrow columns while they are read); the implementation before took 10 s and 840 MB.
-    assert float(seconds) < 20, f"collect() took {float(seconds):.1f} s for a million rows"
-    assert int(peak) < 700e6, f"collect() grew by {int(peak) / 1e6:.0f} MB for a million rows"
+    # Measured: ~430 MB (about 250 bytes of Python objects per reference, plus the Arrow columns
+    # while they are read); the implementation before took 840 MB. Time is left to benchmarks:
+    # a shared CI core makes any wall-clock bound flaky (the subprocess timeout catches a hang).
+    assert int(peak) < 700e6, (f"collect() grew by {int(peak) / 1e6:.0f} MB for a million rows "
+                               f"(in {float(seconds):.1f} s)")

@@ -304,12 +304,3 @@ def test_bootstrap_interval_brackets_the_estimate():
     assert (lo <= point.values["erc_auc"][..., 0]).all() and (point.values["erc_auc"][..., 0] <= hi).all()
     # The informative source beats the random one on every replicate here.
     assert (boot.values["erc_auc"][0, 0] < boot.values["erc_auc"][0, 1]).mean() > 0.95
-
-
-def test_bootstrap_is_fast():
-    import time
-
-    scores, mated, q = _data(3000)
-    t0 = time.perf_counter()
-    M.bootstrap_figures(scores, mated, q, 1000, fmrs=[1e-3, 1e-2])
-    assert time.perf_counter() - t0 < 10
