@@ -6,7 +6,8 @@ reported), with the same crops, batch size and onnxruntime thread count for both
 
 * model only: the crops are decoded and turned into each model's input tensor beforehand;
   the timed part is the onnxruntime ``run`` over all batches;
-* `facequal score --aligned`: the complete run (walk, PNG decode, tensor, model, Parquet).
+* `facequal score --aligned`: the complete run (walk, PNG decode, tensor, model, Parquet);
+* a model-only sweep over batch sizes (``--sweep``), which chose the default of 16.
 
     python bench/score_only.py --n 2000                                  # the bundled model
     python bench/score_only.py --model tests-tiny --n 500                 # the test suite's tiny model
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from facequal.models import DEFAULT_BATCH
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference" / "lightqnet-dm100.onnx"
@@ -106,10 +109,12 @@ def main() -> None:
     ap.add_argument("--crops-from", default=str(REPO.parent / "shared" / "data" / "lfw"),
                     help="folder whose images' centres become the crops (noise when absent)")
     ap.add_argument("--n", type=int, default=2000, help="number of crops")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the model-only runs")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes of the `score --aligned` run")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sweep", default="4,8,16,32,64,128",
+                    help="batch sizes of a model-only sweep (interleaved rounds, in the same process); '' skips it")
     a = ap.parse_args()
 
     from facequal.errors import UserError
@@ -156,6 +161,17 @@ def main() -> None:
         print(f"  model only, reference {Path(a.reference).name}: {best['reference']:8.1f} images/s")
         print(f"  {spec.name} / reference forward throughput: {best['model'] / best['reference']:.2f}x "
               "(target >= 1.0x)")
+    sweep = [int(b) for b in a.sweep.split(",") if b.strip()]
+    if sweep:
+        rates: dict[int, float] = {}
+        for _ in range(a.rounds):
+            for b in sweep:
+                rates[b] = max(rates.get(b, 0.0), mine.rate(b))
+        base = rates.get(DEFAULT_BATCH) or max(rates.values())
+        print(f"  model-only sweep, {spec.name} (best of {a.rounds} interleaved rounds; "
+              f"ratio to batch {DEFAULT_BATCH}, the default):")
+        for b, v in rates.items():
+            print(f"    batch {b:4d}: {v:8.1f} images/s  {v / base:.2f}x")
     per_core = best["model"] / max(1, a.threads)
     print(f"  facequal score --aligned --jobs {a.jobs}: {best['score']:8.1f} images/s = "
           f"{best['score'] / (per_core * a.jobs):.2f} of the model-only throughput on {a.jobs} core(s) "

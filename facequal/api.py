@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from facequal import __version__, schema
 from facequal.faces import FACE_CHOICES, FaceOptions
+from facequal.models import DEFAULT_BATCH
 from facequal.models.zoo import DEFAULT_EMBEDDING_MODEL, ModelSpec, resolve_model
 from facequal.pipeline import DEFAULT_CHUNK, WorkerConfig, rows_to_table, run_chunks
 from facequal.sources import ImageRef, Sources, collect, in_shard, parse_shard
@@ -119,7 +120,7 @@ class Job:
                  min_face: float = 0.0, pad: float = 0.0, aligned: bool = False,
                  max_pixels: int | None = None, path_column: str = "path",
                  identity_from: str | None = None, shard: str | None = None,
-                 batch_size: int = 64, jobs: int | None = None, threads: int = 1,
+                 batch_size: int = DEFAULT_BATCH, jobs: int | None = None, threads: int = 1,
                  device: str = "cpu", save_crops: str | None = None,
                  chunk_size: int = DEFAULT_CHUNK, spec: ModelSpec | None = None,
                  from_scores: str | None = None, backend: str = "local",

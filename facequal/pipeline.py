@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from facequal import schema
 from facequal.faces import FaceOptions, ImageResult, process_image
+from facequal.models import DEFAULT_BATCH
 from facequal.models.zoo import ModelSpec, OnnxModel
 from facequal.sources import ImageRef
 from facequal.store import ORDINAL
@@ -36,7 +37,7 @@ class WorkerConfig:
 
     model: ModelSpec
     faces: FaceOptions
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH
     threads: int = 1
     device: str = "cpu"
     save_crops: str | None = None

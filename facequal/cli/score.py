@@ -9,6 +9,7 @@ import typer
 from facequal.cli import options as o
 from facequal.cli.app import app, err_console, handles_errors
 from facequal.cli.options import run_job
+from facequal.models import DEFAULT_BATCH
 
 
 def print_summary(summary, elapsed: float, output: str, stats: dict[str, int] | None = None) -> int:
@@ -68,7 +69,7 @@ def score_cmd(
     path_column: o.PathColumn = "path",
     identity_from: o.IdentityFrom = None,
     shard: o.Shard = None,
-    batch_size: o.BatchSize = 64,
+    batch_size: o.BatchSize = DEFAULT_BATCH,
     jobs: o.Jobs = 0,
     threads: o.Threads = 1,
     device: o.Device = "cpu",

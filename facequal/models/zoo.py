@@ -19,6 +19,7 @@ import numpy as np
 
 from facequal.contract import Contract, ContractError, contract_from_onnx_metadata
 from facequal.errors import ModelError
+from facequal.models import DEFAULT_BATCH
 
 DEFAULT_QUALITY_MODEL = "lightqnet-dm100"
 DEFAULT_EMBEDDING_MODEL = "dlib-resnet-v1"
@@ -126,7 +127,7 @@ class OnnxModel:
     """A loaded model: runs batches of aligned uint8 crops through onnxruntime."""
 
     def __init__(self, spec: ModelSpec, *, threads: int = 0, device: str = "cpu",
-                 batch_size: int = 64, flip_tta: bool = False) -> None:
+                 batch_size: int = DEFAULT_BATCH, flip_tta: bool = False) -> None:
         self.spec = spec
         self.flip_tta = flip_tta
         self.contract = spec.contract
