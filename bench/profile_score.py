@@ -43,6 +43,8 @@ def _walk(frame, stack: tuple[str, ...], incl: dict[str, float], self_t: dict[st
         incl[name] += frame.time
     if stack and stack[-1] == "RetinaFace._run" and name == "InferenceSession.run":
         incl["RetinaFace._run/InferenceSession.run"] += frame.time
+    if name == "downscale_for_detection":
+        incl["RetinaFace._detect_once-self"] += frame.time
     if name == "RetinaFace._detect_once":
         inner = sum(c.time for c in frame.children if c.function == "_run")
         incl["RetinaFace._detect_once-self"] += frame.time - inner

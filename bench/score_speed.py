@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-_SESSION = None
+_DETECTOR = None
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "reference",
                          "lightqnet-dm100.onnx")
 
@@ -86,29 +86,23 @@ def list_images(folder: str, limit: int) -> list[str]:
 
 def _floor_chunk(paths: list[str], det_size: int) -> int:
     """Decode + one detector forward pass per image (what any pipeline must at least do)."""
-    from PIL import Image
-
     from facequal.decode import open_image
-    from facequal.detect import preprocess
+    from facequal.detect import downscale_for_detection, preprocess
 
-    global _SESSION
-    if _SESSION is None:
+    global _DETECTOR
+    if _DETECTOR is None:
         import functools
 
         from facequal.detect import RetinaFace
         from facequal.models.retinaface import retinaface_session
 
         # The pipeline's detector sessions (fixed-size ones for recurring sizes): a fair floor.
-        _SESSION = RetinaFace(retinaface_session(threads=1),
-                              fixed_session=functools.partial(retinaface_session, 1))
+        _DETECTOR = RetinaFace(retinaface_session(threads=1),
+                               fixed_session=functools.partial(retinaface_session, 1))
     for p in paths:
-        im = open_image(p).image
-        if det_size and max(im.size) > det_size:
-            s = det_size / max(im.size)
-            im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))),
-                           Image.Resampling.BILINEAR, reducing_gap=2.0)
+        im = downscale_for_detection(open_image(p).image, det_size)
         x, hp, wp = preprocess(np.asarray(im))
-        _SESSION.session_for(hp, wp).run(None, {"input": x})
+        _DETECTOR.session_for(hp, wp).run(None, {"input": x})
     return len(paths)
 
 

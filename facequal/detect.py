@@ -139,6 +139,16 @@ def postprocess(loc: np.ndarray, conf: np.ndarray, landm: np.ndarray, height: in
     return [Face(box=boxes[k], score=float(kept_scores[k]), landmarks=lms[k]) for k in keep]
 
 
+def downscale_for_detection(image: Image.Image, det_size: int) -> Image.Image:
+    """``image`` itself, or a copy whose longer side is ``det_size`` when it is larger (0: never)."""
+    w, h = image.size
+    if not det_size or max(w, h) <= det_size:
+        return image
+    scale = det_size / max(w, h)
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                        Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
 def pick_largest(faces: list[Face], width: int, height: int) -> list[Face]:
     """The face with the largest box; ties go to the one nearest the image centre."""
     return order_faces(faces, width, height)[:1]
@@ -221,14 +231,9 @@ class RetinaFace:
         loc, conf, landm = self.session_for(hp, wp).run(None, {"input": x})
         return postprocess(loc[0], conf[0], landm[0], hp, wp, self.threshold)
 
-    def _detect_once(self, image: Image.Image, pad: float) -> list[Face]:
-        w, h = image.size
-        scale = 1.0
-        src = image
-        if self.det_size and max(w, h) > self.det_size:
-            scale = self.det_size / max(w, h)
-            src = image.resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                               Image.Resampling.BILINEAR, reducing_gap=2.0)
+    def _detect_once(self, src: Image.Image, full_size: tuple[int, int], pad: float) -> list[Face]:
+        """Faces of ``src`` (the image as downscaled for detection), in ``full_size`` coordinates."""
+        w, h = full_size
         rgb = np.asarray(src, dtype=np.uint8)
         off = 0
         if pad > 0:
@@ -250,9 +255,10 @@ class RetinaFace:
 
     def detect(self, image: Image.Image) -> list[Face]:
         """All faces in an RGB image (largest first), above the threshold and min face size."""
-        faces = self._detect_once(image, self.pad)
+        src = downscale_for_detection(image, self.det_size)  # once, also for the padded retry
+        faces = self._detect_once(src, image.size, self.pad)
         if not faces and self.retry_pad > 0 and self.pad <= 0:
-            faces = self._detect_once(image, self.retry_pad)
+            faces = self._detect_once(src, image.size, self.retry_pad)
         if self.min_face > 0:
             faces = [f for f in faces if min(f.width, f.height) >= self.min_face]
         return order_faces(faces, *image.size)
