@@ -31,6 +31,11 @@ class TrainConfig:
     batch size). ``oof_folds >= 2`` distils from out-of-fold branches: identities are split into
     that many folds, branch f never trains on fold f, and a sample's distillation target comes
     from the branch of its own fold.
+
+    Averaging: ``ema_decay`` keeps an exponential moving average of the student's weights
+    (:mod:`facequal.train.ema`). Validation then scores both the raw and the averaged weights
+    (``ema_val_*`` in the log), ``select_on`` picks the better of the two at the best step, and
+    without ``select_on`` the averaged weights are exported.
     """
 
     cache: str
@@ -66,6 +71,9 @@ class TrainConfig:
     branch_hidden: int = 256
     branch_pool: str = "avg"
     oof_folds: int = 0
+    # keep an exponential moving average of the student's weights with this decay (None: off);
+    # evaluated next to the raw weights, and a candidate for ``select_on`` and export
+    ema_decay: float | None = None
     # student-only online augmentation: probability per side of a random border band
     online_bands: float = 0.0
     # housekeeping
@@ -108,6 +116,8 @@ class TrainConfig:
             raise ValueError("lr_milestones are fractions of the steps, in (0, 1)")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be positive")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), not {self.ema_decay}")
         if self.select_on is not None:
             if self.select_on not in SELECT_ON:
                 raise ValueError(f"select_on must be one of {sorted(SELECT_ON)}, not {self.select_on!r}")

@@ -33,6 +33,7 @@ from facequal.train import losses
 from facequal.train.cache import TrainingCache
 from facequal.train.config import SELECT_ON, TrainConfig
 from facequal.train.degrade import border_bands
+from facequal.train.ema import WeightEMA
 from facequal.train.framing import student_contract
 from facequal.train.nets import BranchNet, LightQNet
 from facequal.train.sampler import PKSampler
@@ -249,15 +250,24 @@ class _State:
             params = list(self.student.parameters()) + params
         self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
+        use_ema = cfg.ema_decay is not None and cfg.mode != "branch"
+        self.ema = WeightEMA(self.student, cfg.ema_decay) if use_ema else None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"student": self.student.state_dict(), "branches": self.branches.state_dict(),
-                "optimizer": self.optimizer.state_dict()}
+        d = {"student": self.student.state_dict(), "branches": self.branches.state_dict(),
+             "optimizer": self.optimizer.state_dict()}
+        if self.ema is not None:
+            d["ema"] = self.ema.state_dict()
+        return d
 
     def load_state_dict(self, d: Mapping[str, Any]) -> None:
         self.student.load_state_dict(d["student"])
         self.branches.load_state_dict(d["branches"])
         self.optimizer.load_state_dict(d["optimizer"])
+        if self.ema is not None:
+            if "ema" not in d:
+                raise ValueError("the checkpoint has no weight average: resume with the run's own ema_decay")
+            self.ema.load_state_dict(d["ema"])
 
 
 def _trim_log(path: Path, before_step: int) -> None:
@@ -311,6 +321,8 @@ def train_step(state: _State, cfg: TrainConfig, params: Mapping[str, Any], x: to
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
     state.optimizer.step()
+    if state.ema is not None:
+        state.ema.update(state.student)
     out["loss"] = float(total.detach())
     if labels is not None:
         out["below_half"] = losses.share_below_half(labels, mask)
@@ -387,16 +399,21 @@ def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
         best_path.unlink()  # a fresh run: a best checkpoint from an earlier run must not be exported
 
     def consider_best(step: int, entry: Mapping[str, Any]) -> None:
-        """Keep the student of the best validation step so far (``select_on``)."""
-        value = entry.get(cfg.select_on) if cfg.select_on else None
-        if value is None or not math.isfinite(value):
+        """Keep the student of the best validation step so far (``select_on``), raw or averaged."""
+        if not cfg.select_on:
             return
         higher = SELECT_ON[cfg.select_on]
-        if best and not (value > best["value"] if higher else value < best["value"]):
-            return
-        best.update(step=step, value=float(value))
-        _atomic_torch_save({"student": state.student.state_dict(), "step": step, "value": float(value),
-                            "select_on": cfg.select_on}, best_path)
+        candidates = [("raw", state.student, entry.get(cfg.select_on))]
+        if state.ema is not None:
+            candidates.append(("ema", state.ema.module, entry.get("ema_" + cfg.select_on)))
+        for weights, module, value in candidates:
+            if value is None or not math.isfinite(value):
+                continue
+            if best and not (value > best["value"] if higher else value < best["value"]):
+                continue
+            best.update(step=step, value=float(value))
+            _atomic_torch_save({"student": module.state_dict(), "step": step, "value": float(value),
+                                "select_on": cfg.select_on, "weights": weights}, best_path)
 
     state.student.train()
     state.branches.train()
@@ -434,6 +451,10 @@ def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
                     else:
                         entry.update(evaluate(state.student, val_cache, params, contract, device,
                                               cfg.channels_last))
+                        if state.ema is not None:
+                            entry.update({"ema_" + k: v for k, v in evaluate(
+                                state.ema.module, val_cache, params, contract, device,
+                                cfg.channels_last).items()})
                     # the weights after this step's update: the ones evaluate() just scored
                     consider_best(step + 1, entry)
                 log.write(json.dumps(entry, default=float) + "\n")
@@ -444,20 +465,29 @@ def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"steps_done": done, "steps": cfg.steps, "device": str(device),
                                "label_params": params, "out_dir": str(out_dir)}
     if done >= cfg.steps and cfg.export and cfg.mode != "branch":
+        weights = "raw"
         if cfg.select_on and best_path.is_file():
             saved = torch.load(best_path, map_location=device, weights_only=True)
             state.student.load_state_dict(saved["student"])
-            summary["selected"] = {"on": cfg.select_on, "step": int(saved["step"]), "value": float(saved["value"])}
+            weights = str(saved.get("weights", "raw"))
+            summary["selected"] = {"on": cfg.select_on, "step": int(saved["step"]), "value": float(saved["value"]),
+                                   "weights": weights}
+        elif state.ema is not None:   # no validation choice: the average is what was asked for
+            state.student.load_state_dict(state.ema.module.state_dict())
+            weights = "ema"
         summary.update(finish(state.student, cfg, params, val_cache, device,
-                              selected_step=summary.get("selected", {}).get("step")))
+                              selected_step=summary.get("selected", {}).get("step"), weights=weights))
     _write_json(out_dir / "summary.json", summary)
     return summary
 
 
 def finish(student: torch.nn.Module, cfg: TrainConfig, params: Mapping[str, Any],
            val_cache: TrainingCache | None, device: torch.device,
-           selected_step: int | None = None) -> dict[str, Any]:
-    """Calibrate on the validation cache (when given), export to ONNX and check parity."""
+           selected_step: int | None = None, weights: str = "raw") -> dict[str, Any]:
+    """Calibrate on the validation cache (when given), export to ONNX and check parity.
+
+    ``weights`` says whether ``student`` holds a step's raw weights or their moving average.
+    """
     from facequal.train.export import export_onnx, onnx_parity
 
     out_dir = Path(cfg.out_dir)
@@ -487,6 +517,7 @@ def finish(student: torch.nn.Module, cfg: TrainConfig, params: Mapping[str, Any]
         "lambda": cfg.lam, "kl_reduction": cfg.kl_reduction, "oof_folds": cfg.oof_folds,
         "steps": cfg.steps if selected_step is None else selected_step,
         "steps_budget": cfg.steps, "selected_on": cfg.select_on,
+        "weights": weights if weights == "raw" else f"ema (decay {cfg.ema_decay})",
         "batch": f"{cfg.p}x{cfg.k}", "lr": cfg.lr, "width": cfg.width, "seed": cfg.seed,
         "teacher": "dlib_face_recognition_resnet_model_v1", "data": cfg.data_description,
     }

@@ -124,7 +124,8 @@ def test_select_on_validation_exports_the_best_step(tmp_path: Path) -> None:
     evals = {e["step"] + 1: e["val_idq"] for e in log if "val_idq" in e}
     assert set(evals) == {1, 3, 5, 6}
     best_step = min(evals, key=evals.get)
-    assert s["selected"] == {"on": "val_idq", "step": best_step, "value": pytest.approx(evals[best_step])}
+    assert s["selected"] == {"on": "val_idq", "step": best_step, "value": pytest.approx(evals[best_step]),
+                             "weights": "raw"}
     # the exported ONNX reproduces the selected student, and says which step it is
     best = torch.load(out / "best.pt", weights_only=True)
     from facequal.train.nets import LightQNet
@@ -140,3 +141,69 @@ def test_select_on_validation_exports_the_best_step(tmp_path: Path) -> None:
     assert training["steps"] == best_step and training["steps_budget"] == 6
     with pytest.raises(ValueError, match="select_on"):
         TrainConfig(cache="c", out_dir="o", select_on="val_pair_auc")  # no validation cache
+
+
+def test_weight_ema_averages_parameters_and_batchnorm_statistics() -> None:
+    from facequal.train.ema import WeightEMA
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightEMA(net, decay=0.5)
+    start = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net.train()
+    net(torch.randn(8, 2))   # moves the BN running mean and the batch counter
+    ema.update(net)          # warm-up decay: min(0.5, 1/10) = 0.1
+    torch.testing.assert_close(ema.module[0].weight, 0.1 * start + 0.9 * net[0].weight)
+    torch.testing.assert_close(ema.module[1].running_mean, 0.9 * net[1].running_mean)
+    assert int(ema.module[1].num_batches_tracked) == 1
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    with pytest.raises(ValueError):
+        WeightEMA(net, decay=1.0)
+
+
+def test_ema_is_evaluated_resumed_and_exported(tmp_path: Path) -> None:
+    """``ema_decay``: the average is validated next to the raw weights, survives a resume, and a
+    run without ``select_on`` exports it."""
+    synthetic_cache(tmp_path / "cache")
+    kw = dict(steps=4, ema_decay=0.9, val_cache=str(tmp_path / "cache"), eval_every=2, lr=0.05, m=0.73, s=20.0)
+    run(_config(tmp_path, "a", **kw))
+    run(_config(tmp_path, "b", max_steps_this_run=3, **kw))
+    s = run(_config(tmp_path, "b", resume=True, export=True, calibrate=False, **kw))
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    for name, tensor in a["ema"]["module"].items():
+        assert torch.equal(tensor, b["ema"]["module"][name]), name
+    assert a["ema"]["updates"] == 4
+    log = [json.loads(x) for x in (tmp_path / "b" / LOG).read_text().splitlines()]
+    evals = [e for e in log if "val_pair_auc" in e]
+    assert evals and all(0 <= e["ema_val_pair_auc"] <= 1 and e["ema_val_pairs"] == e["val_pairs"] for e in evals)
+
+    from facequal.train.nets import LightQNet
+    net = LightQNet(0.25)
+    net.load_state_dict(b["ema"]["module"])
+    net.eval()
+    raw = LightQNet(0.25)
+    raw.load_state_dict(b["student"])
+    raw.eval()
+    x = np.random.default_rng(2).uniform(-1, 1, (3, 3, 96, 96)).astype(np.float32)
+    sess = ort.InferenceSession(s["onnx"], providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x})[0][:, 0]
+    with torch.no_grad():
+        want = torch.sigmoid(net(torch.from_numpy(x))).numpy()
+        other = torch.sigmoid(raw(torch.from_numpy(x))).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(got - other).max() > 1e-3   # the average, not the last step's weights
+    training = json.loads(sess.get_modelmeta().custom_metadata_map["facequal.training"])
+    assert training["weights"] == "ema (decay 0.9)"
+
+
+def test_select_on_chooses_between_raw_and_averaged_weights(tmp_path: Path) -> None:
+    synthetic_cache(tmp_path / "cache")
+    s = run(_config(tmp_path, "sel", steps=6, ema_decay=0.5, export=True, calibrate=False,
+                    val_cache=str(tmp_path / "cache"), eval_every=2, select_on="val_idq", lr=0.5))
+    log = [json.loads(x) for x in (tmp_path / "sel" / LOG).read_text().splitlines()]
+    cands = [(e[k], e["step"] + 1, w) for e in log if "val_idq" in e
+             for k, w in (("val_idq", "raw"), ("ema_val_idq", "ema"))]
+    value, step, weights = min(cands)
+    assert s["selected"] == {"on": "val_idq", "step": step, "value": pytest.approx(value), "weights": weights}
+    assert torch.load(tmp_path / "sel" / "best.pt", weights_only=True)["weights"] == weights
