@@ -406,14 +406,16 @@ def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
         candidates = [("raw", state.student, entry.get(cfg.select_on))]
         if state.ema is not None:
             candidates.append(("ema", state.ema.module, entry.get("ema_" + cfg.select_on)))
-        for weights, module, value in candidates:
-            if value is None or not math.isfinite(value):
-                continue
-            if best and not (value > best["value"] if higher else value < best["value"]):
-                continue
-            best.update(step=step, value=float(value))
-            _atomic_torch_save({"student": module.state_dict(), "step": step, "value": float(value),
-                                "select_on": cfg.select_on, "weights": weights}, best_path)
+        candidates = [c for c in candidates if c[2] is not None and math.isfinite(c[2])]
+        if not candidates:
+            return
+        # the better of raw and averaged weights at this step (raw on a tie), saved once
+        weights, module, value = (max if higher else min)(candidates, key=lambda c: c[2])
+        if best and not (value > best["value"] if higher else value < best["value"]):
+            return
+        best.update(step=step, value=float(value))
+        _atomic_torch_save({"student": module.state_dict(), "step": step, "value": float(value),
+                            "select_on": cfg.select_on, "weights": weights}, best_path)
 
     state.student.train()
     state.branches.train()

@@ -47,6 +47,17 @@ def _state(out: Path) -> dict:
     return torch.load(out / CHECKPOINT, weights_only=True)
 
 
+def _torch_quality(weights: dict, x: np.ndarray) -> np.ndarray:
+    """Sigmoid outputs of a width-0.25 student holding ``weights`` (eval mode) on input ``x``."""
+    from facequal.train.nets import LightQNet
+
+    net = LightQNet(0.25)
+    net.load_state_dict(weights)
+    net.eval()
+    with torch.no_grad():
+        return torch.sigmoid(net(torch.from_numpy(x))).numpy()
+
+
 def test_train_resume_export(tmp_path: Path) -> None:
     synthetic_cache(tmp_path / "cache")
     straight = run(_config(tmp_path, "a"))
@@ -128,14 +139,9 @@ def test_select_on_validation_exports_the_best_step(tmp_path: Path) -> None:
                              "weights": "raw"}
     # the exported ONNX reproduces the selected student, and says which step it is
     best = torch.load(out / "best.pt", weights_only=True)
-    from facequal.train.nets import LightQNet
-    net = LightQNet(0.25)
-    net.load_state_dict(best["student"])
-    net.eval()
     x = np.random.default_rng(1).uniform(-1, 1, (3, 3, 96, 96)).astype(np.float32)
     sess = ort.InferenceSession(s["onnx"], providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        want = torch.sigmoid(net(torch.from_numpy(x))).numpy()
+    want = _torch_quality(best["student"], x)
     np.testing.assert_allclose(sess.run(None, {"input": x})[0][:, 0], want, atol=1e-5)
     training = json.loads(sess.get_modelmeta().custom_metadata_map["facequal.training"])
     assert training["steps"] == best_step and training["steps_budget"] == 6
@@ -178,19 +184,10 @@ def test_ema_is_evaluated_resumed_and_exported(tmp_path: Path) -> None:
     evals = [e for e in log if "val_pair_auc" in e]
     assert evals and all(0 <= e["ema_val_pair_auc"] <= 1 and e["ema_val_pairs"] == e["val_pairs"] for e in evals)
 
-    from facequal.train.nets import LightQNet
-    net = LightQNet(0.25)
-    net.load_state_dict(b["ema"]["module"])
-    net.eval()
-    raw = LightQNet(0.25)
-    raw.load_state_dict(b["student"])
-    raw.eval()
     x = np.random.default_rng(2).uniform(-1, 1, (3, 3, 96, 96)).astype(np.float32)
     sess = ort.InferenceSession(s["onnx"], providers=["CPUExecutionProvider"])
     got = sess.run(None, {"input": x})[0][:, 0]
-    with torch.no_grad():
-        want = torch.sigmoid(net(torch.from_numpy(x))).numpy()
-        other = torch.sigmoid(raw(torch.from_numpy(x))).numpy()
+    want, other = _torch_quality(b["ema"]["module"], x), _torch_quality(b["student"], x)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.abs(got - other).max() > 1e-3   # the average, not the last step's weights
     training = json.loads(sess.get_modelmeta().custom_metadata_map["facequal.training"])
