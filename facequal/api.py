@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 
 from facequal import __version__, schema
-from facequal.faces import FACE_CHOICES, FaceOptions
+from facequal.faces import FaceOptions
 from facequal.models import DEFAULT_BATCH
 from facequal.models.zoo import DEFAULT_EMBEDDING_MODEL, ModelSpec, resolve_model
-from facequal.pipeline import DEFAULT_CHUNK, WorkerConfig, rows_to_table, run_chunks
-from facequal.sources import ImageRef, Sources, collect, in_shard, parse_shard
+from facequal.pipeline import DEFAULT_CHUNK, WorkerConfig, prepare_crop_folder, rows_to_table, run_chunks
+from facequal.sources import ImageRef, Sources, collect, fs_path_of, in_shard, parse_shard
 from facequal.store import ORDINAL, RunStore, RunSummary, done_keys
 
 BACKENDS = ("local", "dask")
@@ -104,7 +104,7 @@ def sources_from_scores(path: str) -> Sources:
     for row in table.to_pylist():
         ref = refs.get(row["path"])
         if ref is None:
-            ref = refs[row["path"]] = ImageRef(path=row["path"], fs_path=row["path"], faces=[],
+            ref = refs[row["path"]] = ImageRef(path=row["path"], fs_path=fs_path_of(row["path"]), faces=[],
                                                carried={c: row[c] for c in carried_names})
         if row["status"] == schema.OK and row["landmarks"] is not None:
             ref.faces.append((row["face_index"], row["det_score"], row["bbox"], row["landmarks"]))
@@ -125,13 +125,13 @@ class Job:
                  chunk_size: int = DEFAULT_CHUNK, spec: ModelSpec | None = None,
                  from_scores: str | None = None, backend: str = "local",
                  scheduler: str | None = None, flip_tta: bool | None = None) -> None:
+        from facequal.checks import check_job_options
         from facequal.decode import DEFAULT_MAX_PIXELS
         from facequal.errors import UserError
 
-        if faces not in FACE_CHOICES:
-            raise UserError(f"--faces must be one of {', '.join(FACE_CHOICES)}, not {faces!r}")
-        if batch_size < 1 or chunk_size < 1:
-            raise UserError("--batch-size must be at least 1")
+        check_job_options(faces=faces, det_size=det_size, det_threshold=det_threshold, min_face=min_face,
+                          pad=pad, max_pixels=max_pixels, batch_size=batch_size, jobs=jobs,
+                          threads=threads, chunk_size=chunk_size)
         if backend not in BACKENDS:
             raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if backend == "dask":
@@ -155,6 +155,7 @@ class Job:
             self.sources = sources_from_scores(from_scores)
         else:
             self.sources = collect(inputs, path_column=path_column, identity_from=identity_from)
+        self.n_found = len(self.sources.refs)  # inputs found, before --shard (for "none found")
         sh = parse_shard(shard)
         self.shard = sh
         refs = self.sources.refs if sh is None else [r for r in self.sources.refs if in_shard(r.path, sh)]
@@ -165,8 +166,8 @@ class Job:
         self.summary: RunSummary | None = None
         self.jobs = jobs or default_jobs()
         self.chunk_size = chunk_size
-        if save_crops:
-            os.makedirs(save_crops, exist_ok=True)
+        if save_crops:  # checked before any work; absolute, so crop_path works from any folder
+            save_crops = prepare_crop_folder(save_crops)
         self.config = WorkerConfig(model=self.spec, faces=self.face_options, batch_size=batch_size,
                                    threads=threads, device=device, save_crops=save_crops,
                                    given_faces=bool(from_scores), flip_tta=self.flip_tta)
@@ -177,6 +178,8 @@ class Job:
                         "save_crops": save_crops, "from_scores": from_scores}
         if task == "embedding":
             self.options["flip_tta"] = self.flip_tta
+        # What an output may never be, nor lie inside (checked by Job.run before any work).
+        self.input_paths = [os.fspath(p) for p in inputs] + ([os.fspath(from_scores)] if from_scores else [])
 
     def metadata(self) -> dict[str, str]:
         """File-level metadata of the output."""
@@ -222,6 +225,11 @@ class Job:
         output is written row group by row group. With ``collect=False`` (and an ``output``) no
         table is built, so memory stays flat however many inputs there are: the method returns
         None and :attr:`summary` holds the counts (images, statuses, median quality).
+
+        The output is checked (never an input, never a file or folder facequal did not write)
+        and locked for the whole run before any work. With ``resume`` every row of the earlier
+        output is kept in its order; inputs new to this run follow in input order, and an input
+        whose size or mtime changed replaces its old rows in place (see :mod:`facequal.store`).
         """
         if output is None:
             tables = list(self.iter_tables(progress=progress))
@@ -233,16 +241,24 @@ class Job:
         output = os.fspath(output)
         store = RunStore(output=output, schema=self.schema, fingerprint=self.options,
                          metadata=self.metadata(), shard=self.shard)
-        done = store.prepare(overwrite=overwrite, resume=resume)
-        skip = done_keys(done)
-        for table in self.iter_tables(skip=skip, progress=progress):
-            store.commit(table)
-        del skip
-        # After a resume, earlier parts are matched to this run's inputs by path; otherwise every
-        # part carries this run's ordinals and the merge needs nothing per input.
-        order = {r.path: i for i, r in enumerate(self.refs)} if done is not None else None
-        del done
-        result = store.finish(order, collect=collect)
+        try:
+            # Every check of the output, then its lock, before any work (no model, no worker).
+            done = store.prepare(overwrite=overwrite, resume=resume, inputs=getattr(self, "input_paths", []))
+            # After a resume every earlier row keeps its place and new inputs follow (see
+            # facequal.store); parts carry output positions, so the merge needs no path lookups.
+            positions = None
+            if done is not None:
+                paths = self.refs._paths if isinstance(self.refs, RefList) else pa.array(
+                    [r.path for r in self.refs], pa.string())
+                positions = store.positions(paths)
+            skip = done_keys(done)
+            del done
+            for table in self.iter_tables(skip=skip, progress=progress):
+                store.commit(table, positions)
+            del skip, positions
+            result = store.finish(None, collect=collect)
+        finally:
+            store.close()  # the lock, when the run ends early (finish releases it too)
         self.summary = store.summary
         return result
 

@@ -8,6 +8,8 @@ its fields: this module.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ COLORS = ("RGB", "BGR")
 #   "bilinear_noaa": plain 2x2 bilinear interpolation, as cv2.resize(INTER_LINEAR) does.
 RESIZE_FILTERS = ("none", "bilinear", "bilinear_noaa")
 TASKS = ("quality", "embedding")
+OUTPUTS = ("sigmoid", "logit", "embedding")
+MAX_SIDE = 4096  # pixels: a warp or crop side beyond this is a typo, not a face model
 
 
 class ContractError(ValueError):
@@ -52,8 +56,8 @@ class Contract:
     resize: str = "none"
     # "sigmoid": the output is already a probability; "logit": apply a sigmoid; "embedding": a vector.
     output: str = "sigmoid"
-    # Optional monotone map from the raw output to a calibrated probability:
-    # piecewise linear through (x[i], y[i]), clamped at the ends.
+    # Optional monotone map from the raw output to a calibrated probability, applied by
+    # :func:`apply_calibration` (see there for the two forms, "probability" and "logit").
     calibration: dict[str, list[float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -66,8 +70,13 @@ class Contract:
         def bad(msg: str) -> ContractError:
             return ContractError(f"contract {self.name!r}: {msg}")
 
+        for key in ("name", "input_name", "output_name"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise bad(f"{key} must be a non-empty string, not {_shown(getattr(self, key))}")
         if self.task not in TASKS:
             raise bad(f"task must be one of {TASKS}, not {self.task!r}")
+        if self.output not in OUTPUTS:
+            raise bad(f"output must be one of {OUTPUTS}, not {self.output!r}")
         if self.layout not in LAYOUTS:
             raise bad(f"layout must be one of {LAYOUTS}, not {self.layout!r}")
         if self.color not in COLORS:
@@ -78,16 +87,32 @@ class Contract:
             raise bad(f"resize must be one of {RESIZE_FILTERS}, not {self.resize!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
             raise bad("mean and std need three values, std non-zero")
+        if not all(_finite(v) for v in (*self.mean, *self.std)):
+            raise bad("mean and std must be finite numbers")
         want = 5 if self.landmarks == "five" else 3
         if len(self.template) != want or any(len(p) != 2 for p in self.template):
             raise bad(f"template needs {want} (x, y) points for landmarks={self.landmarks!r}")
+        if not all(_finite(v) for p in self.template for v in p):
+            raise bad("template points must be finite numbers")
+        for key in ("warp_size", "crop_size"):
+            size = tuple(getattr(self, key))
+            if len(size) != 2 or not all(_whole(v) and 1 <= v <= MAX_SIDE for v in size):
+                raise bad(f"{key} must be two whole numbers of pixels in [1, {MAX_SIDE}], not {_shown(size)}")
+        if not isinstance(self.extra, dict):
+            raise bad(f"extra must be an object, not {_shown(self.extra)}")
         if self.resize == "none" and tuple(self.warp_size) != tuple(self.crop_size):
             raise bad("warp_size must equal crop_size when resize is 'none'")
         if self.calibration is not None:
+            if not isinstance(self.calibration, dict):
+                raise bad(f"calibration must be an object with lists x and y, not {_shown(self.calibration)}")
             x = self.calibration.get("x", [])
             y = self.calibration.get("y", [])
+            if not (_numbers(x) and _numbers(y)):
+                raise bad("calibration x and y must be lists of finite numbers")
             if len(x) < 2 or len(x) != len(y) or np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
                 raise bad("calibration needs two equally long, non-decreasing lists x and y")
+            if self.calibration.get("space", "probability") not in CALIBRATION_SPACES:
+                raise bad(f"calibration space must be one of {CALIBRATION_SPACES}")
 
     # -- derived values ---------------------------------------------------------------------------
     def template_array(self) -> np.ndarray:
@@ -103,10 +128,7 @@ class Contract:
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Map raw model outputs to calibrated quality (identity when there is no calibration)."""
-        raw = np.asarray(raw, dtype=np.float64)
-        if self.calibration is None:
-            return raw.astype(np.float32)
-        return np.interp(raw, self.calibration["x"], self.calibration["y"]).astype(np.float32)
+        return apply_calibration(raw, self.calibration)
 
     # -- (de)serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +143,11 @@ class Contract:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Contract:
+        """A contract from its JSON object; every field's type and range is checked, and a wrong
+        one raises a :class:`ContractError` naming the field (``"template": "abc"`` used to end
+        in a ValueError traceback)."""
+        if not isinstance(d, dict):
+            raise ContractError(f"a contract must be a JSON object, not {_shown(d)}")
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -128,14 +155,30 @@ class Contract:
         if "name" not in d:
             raise ContractError("a contract needs a 'name'")
         d = dict(d)
+        where = f"contract {d['name']!r}" if isinstance(d["name"], str) else "contract"
         for key in ("mean", "std"):
             if key in d:
+                if not (_numbers(d[key]) and len(d[key]) == 3):
+                    raise ContractError(f"{where}: {key} must be a list of three finite numbers, "
+                                        f"not {_shown(d[key])}")
                 d[key] = tuple(float(v) for v in d[key])
         for key in ("warp_size", "crop_size"):
             if key in d:
-                d[key] = tuple(int(v) for v in d[key])
+                v = d[key]
+                if not (isinstance(v, list | tuple) and len(v) == 2 and all(_whole(x) for x in v)):
+                    raise ContractError(f"{where}: {key} must be two whole numbers [width, height], "
+                                        f"not {_shown(v)}")
+                d[key] = tuple(int(x) for x in v)
         if "template" in d:
-            d["template"] = tuple((float(p[0]), float(p[1])) for p in d["template"])
+            t = d["template"]
+            if not (isinstance(t, list | tuple) and all(isinstance(p, list | tuple) and len(p) == 2
+                                                         and _numbers(p) for p in t)):
+                raise ContractError(f"{where}: template must be a list of [x, y] points (finite numbers), "
+                                    f"not {_shown(t)}")
+            d["template"] = tuple((float(p[0]), float(p[1])) for p in t)
+        for key in ("task", "input_name", "output_name", "layout", "color", "landmarks", "resize", "output"):
+            if key in d and not isinstance(d[key], str):
+                raise ContractError(f"{where}: {key} must be a string, not {_shown(d[key])}")
         return cls(**d)
 
     @classmethod
@@ -151,6 +194,25 @@ class Contract:
             return cls.from_json(Path(path).read_text(encoding="utf-8"))
         except OSError as e:
             raise ContractError(f"cannot read contract file {path}: {e.strerror}") from None
+
+
+def _shown(value: Any) -> str:
+    """A short repr for messages (a crafted contract may hold a huge value)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _numbers(values: Any) -> bool:
+    """Whether ``values`` is a list (or tuple) of finite numbers."""
+    return isinstance(values, list | tuple) and all(_finite(v) for v in values)
 
 
 def contract_from_onnx_metadata(metadata: dict[str, str]) -> Contract | None:
@@ -172,3 +234,35 @@ ARCFACE_112 = (
 def scaled_template(points: tuple[tuple[float, float], ...], factor: float) -> tuple[tuple[float, float], ...]:
     """A template scaled about the origin (templates are in pixels of a square crop)."""
     return tuple((x * factor, y * factor) for x, y in points)
+
+
+CALIBRATION_SPACES = ("probability", "logit")
+_LOGIT_CLIP = 1e-12
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), with p clipped into (0, 1) so that 0 and 1 stay finite."""
+    p = np.clip(np.asarray(p, dtype=np.float64), _LOGIT_CLIP, 1.0 - _LOGIT_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def apply_calibration(raw: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
+    """The one place raw quality becomes calibrated quality (float64).
+
+    ``calibration`` is None (identity) or ``{"x": [...], "y": [...], "space": ...}``:
+
+    * ``"logit"`` (what facequal fits now): x and y are logits, both strictly increasing, the map
+      is ``sigmoid(interp(logit(raw), x, y))``. The outermost knots lie far out on straight
+      tails, so the map is strictly increasing over every output a model can give: no plateau,
+      and hopeless faces go towards 0;
+    * ``"probability"`` (the default, for maps written before): piecewise linear through
+      (x, y) in probability units, clamped at the ends.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    if calibration is None:
+        return raw
+    x, y = calibration["x"], calibration["y"]
+    if calibration.get("space", "probability") == "logit":
+        z = np.interp(logit(raw), x, y)
+        return 1.0 / (1.0 + np.exp(-z))
+    return np.interp(raw, x, y)

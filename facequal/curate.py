@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +30,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from facequal import schema
+from facequal import _io, schema
 from facequal.errors import OutputExistsError, UserError
-from facequal.tables import read_table, require_columns
+from facequal.tables import read_table, require_columns, require_group_column
 
 MODES: tuple[str, ...] = ("copy", "symlink", "hardlink")
 
@@ -57,13 +56,7 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
 def write_atomic(path: str | Path, data: bytes | str, overwrite: bool = False) -> Path:
     """Write ``data`` to a temp file next to ``path`` and rename it into place."""
     p = check_output(path, overwrite)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(payload)
-
-    _replace_atomically(p, write)
+    _io.atomic_write_bytes(p, data)
     return p
 
 
@@ -72,33 +65,17 @@ def write_parquet_atomic(table: pa.Table, path: str | Path, overwrite: bool = Fa
     import pyarrow.parquet as pq
 
     p = check_output(path, overwrite)
-    _replace_atomically(p, lambda tmp: pq.write_table(table, tmp))
+    _io.atomic_write(p, lambda tmp: pq.write_table(table, tmp))
     return p
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return _io.umask()
 
 
 def _replace_atomically(p: Path, write: Callable[[str], None]) -> None:
     """Run ``write(tmp)`` on a temp file in ``p``'s directory, then rename it onto ``p``."""
-    parent = p.parent if str(p.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:40]}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise UserError(f"{p}: cannot write in {parent}: {e.strerror or e}") from None
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, p)
-    except OSError as e:
-        raise UserError(f"{p}: cannot write: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _io.atomic_write(p, lambda tmp: write(os.fspath(tmp)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +217,7 @@ def select(table: pa.Table, criteria: Criteria) -> Selection:
                 stage("max", q <= float(prec(criteria.max_quality)))
         if criteria.per_group is not None:
             assert criteria.group is not None
-            require_columns(table, [criteria.group], "the score file")
+            require_group_column(table, criteria.group, "the score file")
             codes = group_codes(table, criteria.group)
             rows = np.flatnonzero(keep)
             order = rows[np.lexsort((rows, -q[rows], codes[rows]))]
@@ -302,12 +279,14 @@ def common_root(abs_paths: Iterable[str]) -> str:
 def safe_relative_parts(abs_path: str, root: str) -> tuple[str, ...]:
     """The components of ``abs_path`` relative to ``root``, neutralised so they stay inside a directory.
 
-    ``..`` becomes ``__``, ``.`` and empty components vanish, a leading drive letter ``C:`` becomes
-    ``C_``, and both ``/`` and ``\\`` separate components. Raises ValueError when nothing is left.
+    ``..`` becomes ``__``, ``.`` and empty components vanish, and a leading drive letter ``C:``
+    becomes ``C_``. Only the platform's separators (``os.sep``, ``os.altsep``) separate
+    components: on POSIX a backslash is part of a file name. Raises ValueError when nothing is left.
     """
     rel = os.path.relpath(abs_path, root) if os.path.isabs(abs_path) else abs_path
+    seps = re.escape(os.sep + (os.altsep or ""))
     parts: list[str] = []
-    for comp in re.split(r"[/\\]+", rel):
+    for comp in re.split(f"[{seps}]+", rel):
         if comp in ("", "."):
             continue
         if comp == "..":
@@ -319,38 +298,17 @@ def safe_relative_parts(abs_path: str, root: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def _within(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
-
-
-class UnsafeTarget(Exception):
-    """A destination that would lead outside the target directory (or is otherwise unusable)."""
+# A destination that would lead outside the target directory (or is otherwise unusable).
+UnsafeTarget = _io.UnsafePath
 
 
 def _ensure_parent(target_real: str, parts: tuple[str, ...]) -> str:
     """Create the directories for ``parts`` under ``target_real``; return the real parent dir.
 
-    A symlinked directory inside the target is followed only when it resolves inside the target.
+    A symlinked directory inside the target is followed only when it resolves inside the target
+    (:func:`facequal._io.ensure_dirs_inside`, which saving crops uses too).
     """
-    cur = target_real
-    for comp in parts[:-1]:
-        nxt = os.path.join(cur, comp)
-        if os.path.islink(nxt):
-            real = os.path.realpath(nxt)
-            if not _within(real, target_real):
-                raise UnsafeTarget(
-                    f"{nxt} is a symlink pointing outside the target directory; refusing to follow it"
-                )
-            nxt = real
-        if not os.path.isdir(nxt):
-            if os.path.lexists(nxt):
-                raise UnsafeTarget(f"{nxt} exists and is not a directory")
-            os.mkdir(nxt)
-        cur = nxt
-    real_parent = os.path.realpath(cur)
-    if not _within(real_parent, target_real):  # a race or an odd mount: never write outside
-        raise UnsafeTarget(f"{cur} resolves outside the target directory")
-    return real_parent
+    return _io.ensure_dirs_inside(target_real, parts[:-1])
 
 
 @dataclass
@@ -362,6 +320,9 @@ class Materialized:
     done: int = 0
     existing: int = 0  # destination already there (skipped, no --overwrite)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source path, reason)
+    # of ``existing``: destinations that are not what ``mode`` makes (a symlink where a copy was
+    # asked, a file where a symlink was asked, a link to another file); --overwrite replaces them
+    other_kind: int = 0
 
 
 def plan_destinations(
@@ -369,12 +330,15 @@ def plan_destinations(
 ) -> tuple[str, list[tuple[str, str, tuple[str, ...] | None]]]:
     """Map each score-file path to (path, absolute source, relative parts or None on error).
 
-    ``root`` defaults to the common parent directory of the paths.
+    The source is the real file name (:func:`facequal.sources.fs_path_of` undoes the ``\\xNN``
+    escapes of non-UTF-8 names). ``root`` defaults to the common parent directory of the paths.
     """
+    from facequal.sources import fs_path_of
+
     abs_paths = []
     for p in paths:
         try:
-            abs_paths.append(absolute(p, base))
+            abs_paths.append(absolute(fs_path_of(p), base))
         except ValueError:
             abs_paths.append("")
     root_abs = absolute(root, base) if root is not None else common_root(a for a in abs_paths if a)
@@ -385,6 +349,46 @@ def plan_destinations(
         except ValueError:
             plan.append((p, a, None))
     return root_abs, plan
+
+
+# What an existing destination is, for a given mode (see _classify).
+_ABSENT, _SAME, _OTHER, _OTHER_KIND, _SOURCE = "absent", "same", "other", "other kind", "source"
+
+
+def _classify(dest: str, src: str, mode: str) -> str:
+    """What is at ``dest`` with respect to ``src`` and ``mode``.
+
+    ``_SAME``: already what ``mode`` would make, never redone -- for copy / hardlink a regular
+    file that is the source's inode (a hardlink, or the source itself), for symlink a link to
+    the source. ``_SOURCE``: the source file itself (the target contains the sources), never
+    replaced. ``_OTHER_KIND``: a symlink where a copy / hardlink was asked (the data would go
+    with the source), or a file / another file's link where a symlink was asked. ``_OTHER``:
+    some other regular file (replaced only with ``overwrite``).
+    """
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        return _ABSENT
+    try:
+        src_st = os.stat(src)
+    except OSError:
+        src_st = None
+    is_link = os.path.islink(dest)
+    if not is_link and src_st is not None and os.path.samestat(st, src_st):
+        if mode != "symlink":
+            return _SAME
+        # the same inode, not a link: the source itself, or a hardlink of it
+        same_path = os.path.realpath(dest) == os.path.realpath(src)
+        return _SOURCE if same_path else _OTHER_KIND
+    if mode == "symlink":
+        if is_link and src_st is not None:
+            try:
+                if os.path.samestat(os.stat(dest), src_st):
+                    return _SAME
+            except OSError:
+                pass  # a dangling link
+        return _OTHER_KIND
+    return _OTHER_KIND if is_link else _OTHER
 
 
 def materialize(
@@ -401,8 +405,11 @@ def materialize(
 
     The relative path is taken against ``root`` (default: the common parent of ``paths``) and
     neutralised by :func:`safe_relative_parts`; nothing is ever written outside ``target``.
-    Existing destinations are skipped unless ``overwrite``. A file that fails is recorded in
-    ``failed`` and the others go on. Symlinks point at the absolute source path.
+    A destination already holding what ``mode`` makes (the same inode for copy / hardlink, a
+    link to the source for symlink) is skipped; other existing destinations are skipped unless
+    ``overwrite`` (a symlink is never taken for a copy: ``--mode copy --overwrite`` over an
+    earlier ``--mode symlink`` replaces the links with real files). A file that fails is
+    recorded in ``failed`` and the others go on. Symlinks point at the absolute source path.
     """
     if mode not in MODES:
         raise UserError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
@@ -416,7 +423,7 @@ def materialize(
         try:
             target_p.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UserError(f"{target}: cannot create directory: {e.strerror or e}") from None
+            raise UserError(_io.os_error_message(e, f"{target}: cannot create directory")) from None
     target_real = os.path.realpath(target_p)
     for path, src, parts in plan:
         if parts is None:
@@ -438,21 +445,19 @@ def materialize(
                 )
                 continue
             if dry_run:
-                if os.path.lexists(os.path.join(target_real, *parts)) and not overwrite:
-                    res.existing += 1
-                else:
-                    res.done += 1
-                continue
-            parent = _ensure_parent(target_real, parts)
+                parent = os.path.join(target_real, *parts[:-1])
+            else:
+                parent = _ensure_parent(target_real, parts)
             dest = os.path.join(parent, parts[-1])
-            if os.path.lexists(dest):
-                # never replace a file by a copy / link of itself (a symlink would lose its data)
-                if not overwrite or (os.path.exists(dest) and os.path.samefile(dest, src)):
-                    res.existing += 1
-                    continue
-                if os.path.isdir(dest) and not os.path.islink(dest):
-                    raise UnsafeTarget(f"{dest} is a directory")
-            _place(src, parent, dest, mode)
+            kind = _classify(dest, src, mode)
+            if kind in (_SAME, _SOURCE) or (kind != _ABSENT and not overwrite):
+                res.existing += 1
+                res.other_kind += kind == _OTHER_KIND
+                continue
+            if os.path.isdir(dest) and not os.path.islink(dest):
+                raise UnsafeTarget(f"{dest} is a directory")
+            if not dry_run:
+                _place(src, parent, dest, mode)
             res.done += 1
         except UnsafeTarget as e:
             res.failed.append((path, str(e)))
@@ -467,10 +472,16 @@ def materialize(
 def _place(src: str, parent: str, dest: str, mode: str) -> None:
     """Create ``dest`` from ``src`` via a temp name in ``parent`` and an atomic rename.
 
-    os.replace swaps the directory entry itself, so an existing symlink at ``dest`` is replaced,
-    never written through.
+    The temp entry is created exclusively (a copy goes into a file made with ``O_EXCL``; a link
+    under a fresh random name, which ``symlink`` / ``link`` never follow), and os.replace swaps
+    the directory entry itself, so an existing symlink at ``dest`` is replaced, never written
+    through.
     """
-    tmp = os.path.join(parent, f".facequal-tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    name = os.path.basename(dest)
+    if mode == "copy":
+        tmp = os.fspath(_io.make_temp_file(parent, name))
+    else:
+        tmp = os.path.join(parent, _io.temp_name(name))
     try:
         if mode == "copy":
             shutil.copy2(src, tmp)
@@ -517,15 +528,20 @@ class FilterResult:
 def write_path_list(
     paths: Sequence[str], out: str | Path | IO[bytes], *, null: bool = False, overwrite: bool = False
 ) -> None:
-    """Write one path per line (or NUL-terminated with ``null``) to a file, or to a binary stream."""
+    """Write one path per line (or NUL-terminated with ``null``) to a file, or to a binary stream.
+
+    Each path is written as the file's real name (bytes, :func:`facequal.sources.fs_path_of`)."""
     if not null:
         bad = [p for p in paths if "\n" in p or "\r" in p]
         if bad:
             raise UserError(
                 f"{len(bad)} path(s) contain a newline (e.g. {bad[0]!r}); use -0 to separate with NUL bytes"
             )
+    from facequal.sources import fs_path_of
+
     sep = b"\0" if null else b"\n"
-    data = b"".join(os.fsencode(p) + sep for p in paths)
+    # the real names' bytes (escaped non-UTF-8 names undone), so `xargs -0 ls` finds the files
+    data = b"".join(os.fsencode(fs_path_of(p)) + sep for p in paths)
     if isinstance(out, (str, Path)):
         write_atomic(out, data, overwrite=overwrite)
     else:

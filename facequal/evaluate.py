@@ -644,7 +644,7 @@ def evaluate(quality: Sequence[str | QualitySource], embeddings: str | Path,
         "fmrs": fmrs, "edc_limit": edc_limit, "bootstrap": bootstrap, "seed": seed, "level": level,
         "comparison": "cosine similarity; match iff score >= T",
         "pair_quality": "min of the two images' qualities",
-        "erc": "reject floor(r*N) of all pairs by pair quality (stable: ties keep pair-list order)",
+        "erc": "keep pairs whose risk (minus pair quality) is <= np.percentile(risk, (1 - r) * 100); ties together",
         "edc": "mated pairs, discard at distinct pair-quality values, step pAUC",
     }
     return EvalResult(prep.sources, prep.accounting, results, settings, fractions, all_warnings, prep.notes)

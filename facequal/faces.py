@@ -15,11 +15,12 @@ from PIL import Image
 
 from facequal import schema
 from facequal.align import align_face
+from facequal.checks import FACE_CHOICES, check_face_options
 from facequal.contract import Contract
 from facequal.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DecodeError, open_image
 from facequal.detect import Face, RetinaFace, pick_centred
 
-FACE_CHOICES = ("largest", "center", "all")
+__all__ = ["FACE_CHOICES", "FaceOptions", "ImageResult", "file_stat", "process_image"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,13 @@ class FaceOptions:
     aligned: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_side: int = DEFAULT_MAX_SIDE
+
+    def __post_init__(self) -> None:
+        # Refused here, before any image is read: out of their domain these options used to
+        # give an empty output and exit code 0 (a negative --det-size, a NaN --det-threshold).
+        check_face_options(faces=self.faces, det_size=self.det_size, det_threshold=self.det_threshold,
+                           min_face=self.min_face, pad=self.pad, max_pixels=self.max_pixels,
+                           max_side=self.max_side)
 
 
 @dataclass
@@ -62,11 +70,36 @@ def _base_row(path: str) -> dict[str, Any]:
 
 def _face_row(base: dict[str, Any], index: int, n: int, face: Face) -> dict[str, Any]:
     row = dict(base)
-    row.update(face_index=index, n_faces=n, det_score=float(face.score),
+    score = float(face.score)
+    row.update(face_index=index, n_faces=n, det_score=score if np.isfinite(score) else None,
                bbox=[float(v) for v in face.box],
                landmarks=[[float(x), float(y)] for x, y in face.landmarks],
                inter_eye=face.inter_eye)
     return row
+
+
+def given_face(det_score: Any, box: Any, landmarks: Any, width: int, height: int
+               ) -> tuple[Face | None, str]:
+    """A face given by an earlier run (``--from-scores``) as a :class:`Face`, or (None, why) when
+    its values cannot be aligned: landmarks that are not five finite (x, y) points inside the
+    image (give or take the image's size: a face may stick out of it), a box that is not four
+    finite numbers. Aligning such a face would give a black crop, scored as if it were a face."""
+    try:
+        lms = np.asarray(landmarks, dtype=np.float64)
+        bbox = np.asarray(box, dtype=np.float64)
+        score = np.nan if det_score is None else float(det_score)
+    except (TypeError, ValueError):
+        return None, "landmarks or bbox are not numbers"
+    if lms.shape != (5, 2):
+        return None, f"landmarks must be 5 (x, y) points, not an array of shape {lms.shape}"
+    if not np.isfinite(lms).all():
+        return None, "landmarks are not finite (NaN or infinity)"
+    if bbox.shape != (4,) or not np.isfinite(bbox).all():
+        return None, "bbox is not four finite numbers"
+    xs, ys = lms[:, 0], lms[:, 1]
+    if (xs < -width).any() or (xs > 2 * width).any() or (ys < -height).any() or (ys > 2 * height).any():
+        return None, f"landmarks lie far outside the {width}x{height} image"
+    return Face(box=bbox, score=score, landmarks=lms), ""
 
 
 def process_image(path: str, contract: Contract, opts: FaceOptions, detector: RetinaFace | None,
@@ -96,7 +129,11 @@ def process_image(path: str, contract: Contract, opts: FaceOptions, detector: Re
             return ImageResult(rows=[base])
         rows, crops = [], []
         for index, det_score, box, lms in given:
-            full = Face(box=np.asarray(box, float), score=det_score, landmarks=np.asarray(lms, float))
+            full, why = given_face(det_score, box, lms, dec.width, dec.height)
+            if full is None:  # an error row for this face, keyed like it; no crop, no score
+                rows.append(dict(base, face_index=index, n_faces=len(given), status=schema.ERROR,
+                                 error=f"--from-scores face {index}: {why}"))
+                continue
             crops.append(align_face(image, full.landmarks * dec.scale, contract))
             rows.append(_face_row(base, index, len(given), full))
         return ImageResult(rows=rows, crops=crops)

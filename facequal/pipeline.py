@@ -10,12 +10,14 @@ paths go to the workers and only rows come back: images are decoded where they a
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import os
+import re
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ from facequal import schema
 from facequal.faces import FaceOptions, ImageResult, process_image
 from facequal.models import DEFAULT_BATCH
 from facequal.models.zoo import ModelSpec, OnnxModel
-from facequal.sources import ImageRef
+from facequal.sources import ImageRef, printable_path
 from facequal.store import ORDINAL
 
 DEFAULT_CHUNK = 64
@@ -75,25 +77,100 @@ def _load_locked(key: Any, cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
     return _LOADED[key]
 
 
+# Bytes a crop's file name may use: most file systems allow 255 per name.
+_NAME_MAX = 255
+# Characters a crop name never holds: separators, ':' (drives, NTFS streams), control characters
+# (a backslash also keeps ``\xNN`` escapes of non-UTF-8 names out of crop names).
+_UNSAFE_IN_NAME = re.compile(r'[\\/:\x00-\x1f\x7f]')
+
+
+def _fit(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, at a character boundary."""
+    raw = text.encode("utf-8")
+    return text if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore")
+
+
 def crop_file_name(path: str, face_index: int) -> str:
-    """A relative file name for a saved crop, mirroring the input path but never escaping
-    the crop folder (no absolute part, no '..')."""
-    parts = [p for p in Path(path.replace("\\", "/")).parts if p not in ("/", "..", ".", "")]
-    parts = [p.replace(":", "_") for p in parts] or ["image"]
-    stem = os.path.splitext(parts[-1])[0]
-    return os.path.join(*parts[:-1], f"{stem}_face{face_index}.png")
+    """The crop's file name relative to the crop folder: ``<image's folder name>/<image file
+    name>_face<N>_<hash>.png``.
+
+    ``path`` is the row's ``path`` value; ``<hash>`` is the first 10 hex digits of its SHA-256,
+    so every (image, face) has its own file whatever the names have in common (``p.jpg`` and
+    ``p.png``; names that differ only in case, or in the characters replaced by ``_``:
+    backslashes, ``:``, control characters; long names cut to fit). Only the image's folder
+    name is kept (``x`` for ``/data/lfw/x/1.jpg``), nothing above it: an absolute input path does
+    not recreate itself under the crop folder, and the name does not depend on the working
+    directory. The file name fits in 255 bytes; the result never leaves the crop folder.
+    """
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    seps = re.escape(os.sep + (os.altsep or ""))
+    comps = [c for c in re.split(f"[{seps}]+", path) if c]  # a POSIX name may hold a backslash
+    name = comps[-1] if comps else "image"
+    folder = comps[-2] if len(comps) > 1 else ""
+    suffix = f"_face{face_index}_{digest}.png"
+    name = _fit(_UNSAFE_IN_NAME.sub("_", name), _NAME_MAX - len(suffix)) + suffix
+    folder = _fit(_UNSAFE_IN_NAME.sub("_", folder), _NAME_MAX)
+    if folder in ("", ".", ".."):
+        return name
+    return os.path.join(folder, name)
+
+
+def prepare_crop_folder(folder: str | os.PathLike[str]) -> str:
+    """Check ``--save-crops FOLDER`` before any work (create it, make sure a file can be written
+    there); returns its absolute path, which ``crop_path`` values start with.
+
+    Raises a one-line UserError for a file in the way, a read-only file system, a folder one
+    cannot write to."""
+    from facequal import _io
+    from facequal.errors import UserError
+
+    d = os.path.abspath(folder)
+    shown = f"--save-crops {printable_path(os.fspath(folder))}"
+    if os.path.lexists(d) and not os.path.isdir(d):
+        raise UserError(f"{shown}: exists and is not a folder")
+    try:
+        os.makedirs(d, exist_ok=True)
+        os.unlink(_io.make_temp_file(d, "facequal-write-test"))
+    except OSError as e:
+        raise UserError(_io.os_error_message(e, shown)) from None
+    return d
 
 
 def _save_crop(root: str, path: str, face_index: int, crop: np.ndarray) -> str:
+    """Write one crop as PNG under ``root`` (absolute, from :func:`prepare_crop_folder`); returns
+    its absolute path, for ``crop_path``.
+
+    The PNG goes to an exclusively created temp file (random name) in the crop's folder and is
+    renamed into place: nothing is written through a symlink, and a symlinked folder inside the
+    crop folder is followed only when it stays inside. Anything else (a folder pointing outside,
+    disk full, a read-only file system) stops the run with a one-line UserError: every later crop
+    would fail the same way, and the earlier output, if any, is left as it was.
+    """
     from PIL import Image
 
+    from facequal import _io
+    from facequal.errors import UserError
+
+    root = os.path.abspath(root)
     rel = crop_file_name(path, face_index)
     dest = os.path.join(root, rel)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    tmp = dest + ".tmp"
-    Image.fromarray(crop).save(tmp, format="PNG")
-    os.replace(tmp, dest)
-    return dest
+    shown = printable_path(dest)
+    tmp = None
+    try:
+        folders = os.path.dirname(rel).split(os.sep) if os.sep in rel else []
+        parent = _io.ensure_dirs_inside(root, folders, what=f"the crop folder {printable_path(root)}")
+        name = os.path.basename(rel)
+        tmp = _io.make_temp_file(parent, name)
+        Image.fromarray(crop).save(tmp, format="PNG")
+        os.replace(tmp, os.path.join(parent, name))
+    except _io.UnsafePath as e:
+        raise UserError(f"--save-crops: {printable_path(str(e))}") from None
+    except OSError as e:
+        raise UserError(_io.os_error_message(e, f"saving crop {shown}") + "; the run stopped") from None
+    finally:
+        if tmp is not None and os.path.lexists(tmp):
+            os.unlink(tmp)
+    return shown
 
 
 def process_chunk(items: Sequence[tuple[int, str, str, Any]], cfg: WorkerConfig) -> list[dict[str, Any]]:
@@ -187,6 +264,7 @@ def run_chunks(todo: Iterable[tuple[int, ImageRef]], cfg: WorkerConfig, *, jobs:
             yield ch, process_chunk(chunk_items(ch), cfg)
         return
     from joblib import Parallel, delayed
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     pending: list[list[tuple[int, ImageRef]]] = []
 
@@ -196,5 +274,32 @@ def run_chunks(todo: Iterable[tuple[int, ImageRef]], cfg: WorkerConfig, *, jobs:
             yield delayed(process_chunk)(chunk_items(ch), cfg)
 
     par = Parallel(n_jobs=jobs, return_as="generator", prefer="processes", pre_dispatch="2*n_jobs")
-    for rows in par(tasks()):
-        yield pending.pop(0), rows
+    results = par(tasks())
+    try:
+        for rows in results:
+            yield pending.pop(0), rows
+    except TerminatedWorkerError as e:  # killed from outside (the OOM killer, a signal)
+        from facequal.errors import UserError
+
+        raise UserError(f"a worker process died ({_exit_reason(e)}); the chunks finished before "
+                        "it are kept (rerun with --resume to go on)") from None
+    finally:
+        # Stopped early (Ctrl-C, SIGTERM, an error in the caller): close joblib's generator here,
+        # in this thread, which kills the worker processes now instead of leaving them running
+        # until garbage collection (they held ~180 MB each for minutes after a SIGTERM). joblib
+        # warns that the tasks in flight were cancelled: that is the point, and the message
+        # would break "one line on stderr".
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            results.close()
+
+
+def _exit_reason(e: BaseException) -> str:
+    """What joblib says about a dead worker, shortened to its exit code (one line)."""
+    m = re.search(r"exit codes? of the workers? (?:are|is) \{?([^}\n]*)\}?", str(e))
+    if not m:
+        return "it was killed"
+    codes = m.group(1).strip()
+    if "SIGKILL" in codes:
+        return f"exit code {codes}: out of memory?"
+    return f"exit code {codes}"

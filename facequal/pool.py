@@ -8,8 +8,10 @@ weighted mean of its members' L2-normalised embeddings, L2-normalised again. Wei
 * ``softmax``  -- w_i = exp(q_i / tau) / sum_j exp(q_j / tau);
 * ``topk``     -- the plain mean of the k best faces.
 
-``min_quality`` first discards members below a threshold. :func:`pool_arrays` is the numpy core
-(used by the benchmark); :func:`pool` reads and joins the files and writes the templates.
+``min_quality`` first discards members below a threshold. A group whose weighted mean is zero
+(members that cancel out) gets no template rather than a zero or made-up one.
+:func:`pool_arrays` is the numpy core (used by the benchmark); :func:`pool` reads and joins the
+files and writes the templates.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pyarrow.compute as pc
 
 from facequal import schema
 from facequal.errors import UserError
-from facequal.tables import read_table, require_columns
+from facequal.tables import read_table, require_columns, require_group_column
 
 METHODS = ("mean", "quality", "softmax", "topk")
 IF_EMPTY = ("drop", "best", "error")
@@ -70,6 +72,14 @@ class Pooled:
     q_min: np.ndarray
     q_max: np.ndarray
     empty: list[int] = field(default_factory=list)  # codes of groups left empty by min_quality
+    # codes of groups whose weighted mean is (numerically) zero or not finite: members that
+    # cancel out (e and -e) have no direction, so they get no template (see DEGENERATE_NORM)
+    degenerate: list[int] = field(default_factory=list)
+
+
+# Below this norm of the weighted mean of unit vectors a template has no direction: what is left
+# is rounding noise of float32 embeddings (about 1e-7), and normalising it would make it up.
+DEGENERATE_NORM = 1e-6
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -94,7 +104,9 @@ def pool_arrays(
 
     ``q`` may hold NaN only with ``method="mean"`` and no ``min_quality``. Groups whose members
     all fall below ``min_quality`` are dropped (``if_empty="drop"``), keep their single best face
-    (``"best"``), or raise (``"error"``).
+    (``"best"``), or raise (``"error"``). A group whose weighted mean has a norm below
+    :data:`DEGENERATE_NORM` (or is not finite) gets no template and is listed in
+    ``Pooled.degenerate``: normalising it would turn rounding noise into a unit vector.
     """
     if method not in METHODS:
         raise UserError(f"unknown pooling method {method!r} (one of: {', '.join(METHODS)})")
@@ -111,6 +123,7 @@ def pool_arrays(
     c = codes[order]
     bounds = np.flatnonzero(np.r_[True, c[1:] != c[:-1], True]) if len(c) else np.array([0])
     out_g, out_t, n_mem, n_used, qm, qmin, qmax, empty = [], [], [], [], [], [], [], []
+    degenerate: list[int] = []
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         idx = order[a:b]
         qg = q[idx]
@@ -127,6 +140,10 @@ def pool_arrays(
             idx, qg = idx[ok], qg[ok]
         w = member_weights(qg, method, tau=tau, k=k)
         t = w @ emb[idx]
+        norm = float(np.linalg.norm(t))
+        if not (math.isfinite(norm) and norm >= DEGENERATE_NORM):
+            degenerate.append(int(c[a]))
+            continue
         used = w > 0
         out_g.append(int(c[a]))
         out_t.append(t)
@@ -150,6 +167,7 @@ def pool_arrays(
         q_min=np.asarray(qmin),
         q_max=np.asarray(qmax),
         empty=empty,
+        degenerate=degenerate,
     )
 
 
@@ -168,8 +186,8 @@ def embedding_matrix(
     if not (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)):
         raise UserError(f"column {name!r} holds {t.value_type}, not numbers")
     valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool) if n else np.zeros(0, bool)
-    if n == 0:
-        return np.zeros((0, 0)), valid
+    if not valid.any():  # no vector at all (an all-null column): every row is invalid
+        return np.full((n, 0), np.nan), valid
     present = arr.filter(pa.array(valid))
     lengths = np.asarray(pc.list_value_length(present).to_numpy(zero_copy_only=False))
     dims = np.unique(lengths)
@@ -243,15 +261,24 @@ def pool(
     invalid vectors stop the run with a message naming an example, unless ``drop_invalid``, which
     leaves them out and says how many. Output columns: ``by``, ``n_members``, ``n_used``,
     ``quality_mean``, ``quality_min``, ``quality_max``, ``method``, ``embedding`` (L2-normalised).
-    """
-    from facequal.curate import check_output, write_parquet_atomic
 
-    if output is not None:
-        check_output(output, overwrite)
+    Every template written is a unit vector: a group whose members cancel out (the weighted mean
+    of their embeddings is zero, e.g. ``e`` and ``-e`` with ``mean``) gets no row, and a warning
+    names it (``messages``); when no group is left that is an error.
+    """
+    from facequal.checks import check_float, check_int, check_output_writable
+    from facequal.curate import write_parquet_atomic
+
     if method not in METHODS:
         raise UserError(f"unknown pooling method {method!r} (one of: {', '.join(METHODS)})")
-    if min_quality is not None and not math.isfinite(min_quality):
-        raise UserError(f"--min-quality must be a finite number, not {min_quality}")
+    if if_empty not in IF_EMPTY:
+        raise UserError(f"unknown --if-empty {if_empty!r} (one of: {', '.join(IF_EMPTY)})")
+    check_float("--tau", tau, 0.0, lo_open=True)
+    check_int("--k", k, 1)
+    if min_quality is not None:  # any finite value: above every quality empties every group
+        check_float("--min-quality", min_quality)
+    if output is not None:  # before reading anything
+        check_output_writable(output, overwrite)
     st = scores if isinstance(scores, pa.Table) else read_table(scores)
     et = embeddings if isinstance(embeddings, pa.Table) else read_table(embeddings)
     require_columns(st, ["path", "face_index", "quality"], "the score file")
@@ -265,6 +292,8 @@ def pool(
             f"neither the score file nor the embeddings file has a column {by!r} to group by "
             f"(score columns: {', '.join(st.column_names)})"
         )
+    require_group_column(st if group_src == "scores" else et, by,
+                         "the score file" if group_src == "scores" else "the embeddings file", "--by")
     messages: list[str] = []
     st = st.filter(pa.array(_ok_rows(st)))
     et = et.filter(pa.array(_ok_rows(et)))
@@ -353,7 +382,16 @@ def pool(
             f"{len(pooled.empty)} group(s) have no face with quality >= {min_quality} and {verb}: "
             f"{', '.join(names)}{more}"
         )
+    if pooled.degenerate:
+        names = [str(labels[int(c)].as_py()) for c in pooled.degenerate[:5]]
+        more = f" and {len(pooled.degenerate) - 5} more" if len(pooled.degenerate) > 5 else ""
+        messages.append(
+            f"{len(pooled.degenerate)} group(s) get no template: the {method}-weighted mean of their "
+            f"embeddings is zero (they cancel out), so it has no direction: {', '.join(names)}{more}"
+        )
     if len(pooled.groups) == 0:
+        if pooled.degenerate:
+            raise UserError(messages[-1] + "; no template to write")
         raise UserError(f"every group is empty after --min-quality {min_quality}: no template to write")
     d = pooled.templates.shape[1]
     table = pa.table(

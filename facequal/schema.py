@@ -28,7 +28,7 @@ SCORE_FIELDS: list[pa.Field] = [
     pa.field("n_faces", pa.int32()),
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
-    pa.field("quality", pa.float32()),
+    pa.field("quality", pa.float64()),   # float64: a float32 would tie faces near 1
     pa.field("quality_raw", pa.float32()),
     pa.field("det_score", pa.float32()),
     pa.field("bbox", pa.list_(pa.float32(), 4)),          # x1, y1, x2, y2 in image pixels

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -59,20 +60,75 @@ RESERVED_COLUMNS = frozenset({
     "embedding_norm", "_ordinal", "_seq"})
 
 # What Sources.stats counts (all start at 0).
-STAT_NAMES = ("duplicates", "empty_paths", "outside_manifest", "escaped_names", "ignored_columns")
+STAT_NAMES = ("duplicates", "empty_paths", "outside_manifest", "escaped_names", "ignored_columns",
+              "non_image_files")
+
+
+# File names are bytes; Parquet strings are UTF-8. A byte that is not UTF-8 (Python's surrogate
+# escape U+DC80..U+DCFF) is written as ``\xNN`` (NN in 80..ff, lower case), and a run of
+# backslashes just before such a sequence, or before a text ``\xNN`` with NN in 80..ff, is
+# doubled. A ``\xNN`` preceded by an odd number of backslashes is thus a byte, by an even
+# number literal text: every file name has one ``path`` and :func:`fs_path_of` gives it back.
+_RUN_BEFORE_ESCAPE = re.compile(r"(\\+)(?=x[89a-f][0-9a-f]|[\udc80-\udcff])")
+_SURROGATE = re.compile(r"[\udc80-\udcff]")
+_ESCAPE = re.compile(r"(\\+)x([89a-f][0-9a-f])")
 
 
 def printable_path(path: str) -> str:
-    """``path`` as valid UTF-8 text (what Parquet stores): bytes of a file name that are not
-    UTF-8 (Python's surrogate escapes) become ``\\xNN``; every other path is returned as is."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
+    """``path`` as valid UTF-8 text (what Parquet stores), reversibly (see :func:`fs_path_of`).
+
+    Bytes of a file name that are not UTF-8 become ``\\xNN``; backslashes right before such an
+    escape, or before a literal ``\\x`` and two hex digits 80-ff, are doubled. Every other path
+    (nearly all of them) is returned unchanged."""
+    if "\\" not in path:
         try:
-            return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            path.encode("utf-8")
+            return path
         except UnicodeEncodeError:
-            return path.encode("utf-8", "backslashreplace").decode("utf-8")
+            pass
+    s = _RUN_BEFORE_ESCAPE.sub(lambda m: m.group(1) * 2, path)
+    s = _SURROGATE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", s)
+    # Other lone surrogates cannot come from a file name (only from a caller's odd string).
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def fs_path_of(path: str) -> str:
+    """The file-system path (a ``str`` whose non-UTF-8 bytes are surrogate escapes, as
+    ``os.fsdecode`` makes) of a ``path`` column value: the inverse of :func:`printable_path`.
+
+    ``os.fsencode(fs_path_of(v))`` is the real name's bytes; text without a backslash is
+    returned as is."""
+    if "\\" not in path:
+        return path
+
+    def unescape(m: re.Match[str]) -> str:
+        run = len(m.group(1))
+        if run % 2 == 0:
+            return "\\" * (run // 2) + "x" + m.group(2)
+        return "\\" * (run // 2) + chr(0xDC00 + int(m.group(2), 16))
+
+    s = _ESCAPE.sub(unescape, path)
+    try:
+        return os.fsdecode(os.fsencode(s))  # escaped bytes that form UTF-8 read as that text
+    except UnicodeError:
+        return s
+
+
+def same_file_key(path: str) -> str:
+    """``path`` with ``.`` components and repeated separators removed, for duplicate detection:
+    ``imgs/x.jpg``, ``imgs/./x.jpg`` and ``imgs//x.jpg`` name the same file. Lexical (no link is
+    resolved), and ``..`` is kept: ``a/../x.jpg`` is not ``x.jpg`` when ``a`` is a symbolic link.
+    Returns ``path`` itself when there is nothing to remove."""
+    sep = os.sep
+    if (sep * 2 not in path and f"{sep}.{sep}" not in path and not path.startswith(f".{sep}")
+            and not path.endswith(f"{sep}.")):
+        return path
+    comps = [c for c in path.split(sep) if c not in ("", ".")]
+    if not comps:
+        return path
+    lead = sep if path.startswith(sep) else ""
+    trail = sep if path.endswith(sep) else ""  # 'x.jpg/' fails to open: not the file x.jpg
+    return lead + sep.join(comps) + trail
 
 
 def is_image_name(name: str) -> bool:
@@ -80,12 +136,14 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def walk_folder(folder: str) -> Iterator[str]:
+def walk_folder(folder: str, stats: dict[str, int] | None = None) -> Iterator[str]:
     """Image files under ``folder``, recursively, in sorted order, as paths joined to ``folder``.
 
     Hidden files and folders (names starting with '.') are skipped. Symbolic links to folders
     are followed once: a folder already visited (same device and inode) is not entered again,
-    so a link loop cannot hang the walk. Folders that cannot be listed are skipped.
+    so a link loop cannot hang the walk. Folders that cannot be listed are skipped. Other files
+    (not hidden, without an image extension) are skipped too and counted in
+    ``stats["non_image_files"]`` when ``stats`` is given, for the run's summary.
     """
     seen: set[tuple[int, int]] = set()
 
@@ -112,6 +170,8 @@ def walk_folder(folder: str) -> Iterator[str]:
                     yield from visit(full)
                 elif is_image_name(e.name):
                     yield full
+                elif stats is not None:
+                    stats["non_image_files"] = stats.get("non_image_files", 0) + 1
             except OSError:
                 # a dangling link with an image name is still an input: it becomes a "missing" row
                 if is_image_name(e.name):
@@ -216,7 +276,7 @@ def _outside(paths: Any, is_abs: Any, base: str) -> int:
     lexically ('..' resolved, symbolic links not followed)."""
     import pyarrow.compute as pc
 
-    root = os.path.abspath(base or os.curdir)
+    root = printable_path(os.path.abspath(fs_path_of(base or os.curdir)))
     prefix = root if root.endswith(os.sep) else root + os.sep
     dots = pc.match_substring_regex(paths, r"(^|/)\.\.(/|$)")
     plain_abs_out = pc.and_(pc.and_(is_abs, pc.invert(dots)), pc.invert(pc.starts_with(paths, prefix)))
@@ -228,9 +288,10 @@ def _outside(paths: Any, is_abs: Any, base: str) -> int:
     return n
 
 
-def _manifest_paths(col: Any, base: str) -> tuple[list[str], list[int] | None, int, int]:
-    """The path column joined to the manifest's folder ``base``, vectorised: (paths, their row
-    numbers or None when no row was skipped, null or empty paths skipped, paths outside base)."""
+def _manifest_paths(col: Any, base: str) -> tuple[list[str], list[int] | None, int, int, list[int]]:
+    """The path column joined to the manifest's folder ``base`` (a :func:`printable_path`),
+    vectorised: (paths, their row numbers or None when no row was skipped, null or empty paths
+    skipped, paths outside base, positions in paths of those holding a backslash)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -253,15 +314,19 @@ def _manifest_paths(col: Any, base: str) -> tuple[list[str], list[int] | None, i
         is_abs = pa.array([os.path.isabs(v) for v in values], pa.bool_())
         joined = pa.array([v if os.path.isabs(v) else os.path.join(base, v) for v in values], col.type)
     n_out = _outside(col, is_abs, base)
-    return joined.to_pylist(), rows, n_empty, n_out
+    # only these may hold escapes (see printable_path): the rest are file names as they are
+    escaped = pc.indices_nonzero(pc.fill_null(pc.match_substring(joined, "\\"), False)).to_pylist()
+    return joined.to_pylist(), rows, n_empty, n_out, escaped
 
 
 def read_manifest(manifest: str, path_column: str = "path", fields: dict[str, Any] | None = None,
                   stats: dict[str, int] | None = None) -> Iterator[ImageRef]:
     """Image references from a Parquet manifest; every other column is carried through.
 
-    Relative paths are resolved against the manifest's folder. The Arrow fields of the carried
-    columns are added to ``fields`` (name -> pa.Field) so that the output keeps their types.
+    Relative paths are resolved against the manifest's folder. Path values are read as facequal
+    writes its ``path`` column (:func:`fs_path_of`), so a score file is a manifest of its images,
+    non-UTF-8 names included. The Arrow fields of the carried columns are added to ``fields``
+    (name -> pa.Field) so that the output keeps their types.
     Rows with a null or empty path are skipped; ``stats`` (when given) counts them
     (``empty_paths``), the paths that lie outside the manifest's folder (``outside_manifest``,
     still read), and the columns not carried because they would shadow an output column
@@ -299,7 +364,7 @@ def read_manifest(manifest: str, path_column: str = "path", fields: dict[str, An
                 except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
                     raise UserError(f"manifest {printable_path(manifest)}: column {c!r} holds {f.type}, but another "
                                     f"input's {c!r} holds {old.type}") from None
-    paths, rows, n_empty, n_out = _manifest_paths(col, base)
+    paths, rows, n_empty, n_out, escaped = _manifest_paths(col, printable_path(base))
     del col
     if n_empty:
         stats["empty_paths"] = stats.get("empty_paths", 0) + n_empty
@@ -310,8 +375,17 @@ def read_manifest(manifest: str, path_column: str = "path", fields: dict[str, An
     del table  # the path column's buffers go now; the carried columns stay, shared by the rows
     pa.default_memory_pool().release_unused()   # and mimalloc / jemalloc give them back
     index = range(len(paths)) if rows is None else rows
-    for i, p in zip(index, paths, strict=True):
-        yield ImageRef(p, p, ManifestRow(cols, i))
+    if not escaped:
+        for i, p in zip(index, paths, strict=True):
+            yield ImageRef(p, p, ManifestRow(cols, i))
+        return
+    marked = set(escaped)
+    for k, (i, p) in enumerate(zip(index, paths, strict=True)):
+        if k in marked:
+            fs = fs_path_of(p)
+            yield ImageRef(printable_path(fs), fs, ManifestRow(cols, i))
+        else:
+            yield ImageRef(p, p, ManifestRow(cols, i))
 
 
 @dataclass
@@ -344,11 +418,13 @@ def collect(inputs: Sequence[str | os.PathLike[str]], *, path_column: str = "pat
     ``identity_from="parent"`` adds an ``identity`` column from each image's parent folder name
     when the input does not already carry one.
 
-    ``(path, face_index)`` is the key of every output row, so a path that occurs again (twice in
-    a manifest, or in two inputs) is read once: the first occurrence wins, with its carried
-    columns, and ``stats["duplicates"]`` counts the others. File names that are not valid UTF-8
-    are written with ``\\xNN`` escapes in ``path`` (``stats["escaped_names"]``); ``fs_path`` keeps
-    the real name. Manifest rows are counted as :func:`read_manifest` says.
+    ``(path, face_index)`` is the key of every output row, so a file that occurs again (twice in
+    a manifest, or in two inputs; ``imgs/./x.jpg`` and ``imgs//x.jpg`` are ``imgs/x.jpg``, see
+    :func:`same_file_key`) is read once: the first occurrence wins, with its carried columns and
+    its spelling of the path, and ``stats["duplicates"]`` counts the others. File names that are
+    not valid UTF-8 are written with ``\\xNN`` escapes in ``path`` (``stats["escaped_names"]``;
+    :func:`printable_path`, undone by :func:`fs_path_of`); ``fs_path`` keeps the real name.
+    Manifest rows are counted as :func:`read_manifest` says.
     """
     with _gc_paused():
         return _collect(inputs, path_column, identity_from)
@@ -367,19 +443,20 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], path_column: str, identit
 
     def add_files(paths: Iterator[str] | list[str]) -> None:
         for p in paths:
-            shown = printable_path(p)
-            if shown is not p:
-                stats["escaped_names"] += 1
-            if shown in seen:
+            key = same_file_key(p)
+            if key in seen:
                 stats["duplicates"] += 1
                 continue
-            seen.add(shown)
+            seen.add(key)
+            shown = printable_path(p)
+            if shown != p:
+                stats["escaped_names"] += 1
             refs.append(ImageRef(shown, p, {}))
 
     for raw in inputs:
         inp = os.fspath(raw)
         if os.path.isdir(inp):
-            add_files(walk_folder(inp))
+            add_files(walk_folder(inp, stats))
         elif os.path.splitext(inp)[1].lower() in MANIFEST_EXTENSIONS:
             if not os.path.isfile(inp):
                 raise UserError(f"manifest {printable_path(inp)}: no such file")
@@ -387,10 +464,11 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], path_column: str, identit
             cols = None
             for r in read_manifest(inp, path_column, fields, stats):
                 cols = r.carried._cols  # type: ignore[attr-defined]
-                if r.path in seen:
+                key = same_file_key(r.fs_path)
+                if key in seen:
                     stats["duplicates"] += 1
                     continue
-                seen.add(r.path)
+                seen.add(key)
                 refs.append(r)
             if cols is not None:
                 manifests.append((cols, first, len(refs)))

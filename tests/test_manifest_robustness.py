@@ -139,7 +139,7 @@ def test_columns_that_would_shadow_output_columns_are_not_carried(tmp_path, tiny
     src = collect([str(m)], path_column="file")
     assert list(src.carried_fields) == ["who"] and src.stats == {"ignored_columns": 5}
     t = api.score([m], model=str(tiny_model), jobs=1, path_column="file")
-    assert t.schema.field("quality").type == pa.float32() and t.column("quality").null_count == 2
+    assert t.schema.field("quality").type == pa.float64() and t.column("quality").null_count == 2
     assert t.column("status").to_pylist() == [schema.MISSING] * 2
     assert [os.path.basename(p) for p in t.column("path").to_pylist()] == ["a.jpg", "b.jpg"]
     assert t.column("who").to_pylist() == ["x", "y"] and "_ordinal" not in t.column_names

@@ -3,6 +3,7 @@ merge of part files, and the Dask backend against a LocalCluster (loopback only)
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -39,6 +40,11 @@ def crops(tmp_path_factory):
     return d
 
 
+def _parts(folder: str) -> list[str]:
+    """The visible files of a dataset folder (beside them: facequal's hidden marker)."""
+    return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
 def _by_path(t: pa.Table) -> pa.Table:
     return t.sort_by([("path", "ascending"), ("face_index", "ascending")])
 
@@ -53,7 +59,10 @@ def test_shards_partition_the_inputs_into_one_dataset_directory(tmp_path, crops,
         r = score_cli(crops, "-o", out, "--model", tiny_model, "--aligned", "-j", "1", "--shard", f"{i}/3")
         assert r.exit_code == 0, r.output
         sizes.append(pq.read_table(os.path.join(out, f"shard-{i:05d}-of-00003.part-00000.parquet")).num_rows)
-    assert sorted(os.listdir(out)) == [f"shard-{i:05d}-of-00003.part-00000.parquet" for i in range(3)]
+    assert _parts(out) == [f"shard-{i:05d}-of-00003.part-00000.parquet" for i in range(3)]
+    # the shards list their files, one after the other, in the folder's marker
+    marker = json.loads(open(os.path.join(out, store.MARKER)).read())
+    assert marker["files"] == _parts(out)
     assert sum(sizes) == full.num_rows == 23 and all(s > 0 for s in sizes)
     merged = read_table(out)
     assert _by_path(merged).equals(_by_path(full))
@@ -69,7 +78,7 @@ def test_shard_refuses_foreign_files_unless_overwrite(tmp_path, crops, tiny_mode
     assert r.exit_code == 2 and "--overwrite" in r.output
     r = score_cli(crops, "-o", out, "--model", tiny_model, "--aligned", "-j", "1", "--shard", "0/2", "--overwrite")
     assert r.exit_code == 0, r.output
-    assert os.listdir(out) == ["shard-00000-of-00002.part-00000.parquet"]
+    assert _parts(out) == ["shard-00000-of-00002.part-00000.parquet"]
     # another shard with other options conflicts with shard 0
     r = score_cli(crops, "-o", out, "--model", tiny_model, "--aligned", "-j", "1", "--shard", "1/2",
                   "--batch-size", "3", "--identity-from", "parent")
@@ -79,7 +88,7 @@ def test_shard_refuses_foreign_files_unless_overwrite(tmp_path, crops, tiny_mode
                      "--shard", "1/2").exit_code == 0
     r = score_cli(crops, "-o", out, "--model", tiny_model, "--aligned", "-j", "1", "--shard", "1/2")
     assert r.exit_code == 2 and "exists" in r.output
-    assert len(os.listdir(out)) == 2
+    assert len(_parts(out)) == 2
 
 
 def test_shard_resume_is_per_shard(tmp_path, crops, tiny_model):
@@ -92,6 +101,7 @@ def test_shard_resume_is_per_shard(tmp_path, crops, tiny_model):
     st = RunStore(output=out, schema=job.schema, fingerprint=job.options, metadata=job.metadata(), shard=job.shard)
     st.prepare(overwrite=False, resume=False)
     st.commit(next(job.iter_tables()))
+    st.close()   # the process died: its lock went with it
     assert st.work.name == ".ds.shard-00001-of-00002.facequal-work" and st.work.is_dir()
     r = score_cli(crops, "-o", out, "--model", tiny_model, "--aligned", "-j", "1", "--shard", "1/2")
     assert r.exit_code == 2 and "--resume" in r.output
@@ -116,7 +126,7 @@ def test_dataset_output_rolls_over_into_several_parts(tmp_path, crops, tiny_mode
     monkeypatch.setattr(store, "ROW_GROUP_ROWS", 4)
     out = str(tmp_path / "ds") + "/"
     full = api.score([crops], out, model=str(tiny_model), aligned=True, jobs=1, chunk_size=3)
-    names = sorted(os.listdir(out))
+    names = _parts(out)
     assert names == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert [pq.read_metadata(os.path.join(out, n)).num_rows for n in names] == [10, 10, 3]
     assert pq.read_metadata(os.path.join(out, names[0])).num_row_groups == 3

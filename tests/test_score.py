@@ -44,7 +44,7 @@ def test_score_folder_rows_and_metadata(tmp_path, face_folder, tiny_model):
     meta = t.schema.metadata
     assert json.loads(meta[b"facequal.contract"])["name"] == "tiny-test"
     assert len(meta[b"facequal.model_sha256"]) == 64 and b"facequal.version" in meta
-    assert t.schema.field("quality").type == pa.float32()
+    assert t.schema.field("quality").type == pa.float64()
 
 
 def test_existing_output_is_not_overwritten(tmp_path, face_folder, tiny_model):
@@ -53,6 +53,12 @@ def test_existing_output_is_not_overwritten(tmp_path, face_folder, tiny_model):
     r = score_cli(face_folder, "-o", out, "--model", tiny_model)
     assert r.exit_code != 0 and "exists" in r.output and "--overwrite" in r.output
     assert out.read_bytes() == b"precious"
+    # --overwrite replaces only a file facequal wrote (see test_output_safety.py)
+    r = score_cli(face_folder, "-o", out, "--model", tiny_model, "--overwrite", "-j", "1")
+    assert r.exit_code == 2 and "not a Parquet file facequal wrote" in r.output
+    assert out.read_bytes() == b"precious"
+    out.unlink()
+    assert score_cli(face_folder, "-o", out, "--model", tiny_model, "--det-threshold", "0.9", "-j", "1").exit_code == 0
     r = score_cli(face_folder, "-o", out, "--model", tiny_model, "--overwrite", "-j", "1")
     assert r.exit_code == 0 and pq.read_table(out).num_rows == 5
 
@@ -92,6 +98,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, face_folde
     store.prepare(overwrite=False, resume=False)
     first = next(job.iter_tables())
     store.commit(first)
+    store.close()   # the process died: its lock went with it
     assert not out.exists()
     r = score_cli(face_folder, "-o", out, "--model", tiny_model)
     assert r.exit_code == 2 and "--resume" in r.output
@@ -179,7 +186,7 @@ def test_dataset_directory_output(tmp_path, face_folder, tiny_model):
     r = score_cli(face_folder, "-o", out, "--model", tiny_model, "-j", "1")
     assert r.exit_code == 0, r.output
     files = sorted(os.listdir(out))
-    assert files == ["part-00000.parquet"]
+    assert files == [".facequal-dataset.json", "part-00000.parquet"]   # the parts and facequal's marker
     from facequal.tables import read_table
 
     assert read_table(out).num_rows == 5

@@ -78,7 +78,13 @@ def filter_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
     """Select faces by quality, status or face size; write rows, a path list, or copies/links."""
+    from facequal.checks import check_unit
     from facequal.curate import filter_scores, stdout_binary
+
+    # Qualities are probabilities: a threshold outside [0, 1] keeps all or nothing (and used to
+    # leave an empty --to folder). Checked before anything is read or created.
+    check_unit("--min", min_q)
+    check_unit("--max", max_q)
 
     paths_out = None
     table_out = None
@@ -129,9 +135,14 @@ def filter_cmd(
     m = res.materialized
     if m is not None:
         verb = {"copy": "copied", "symlink": "symlinked", "hardlink": "hardlinked"}[m.mode]
+        made = {"copy": "copies", "symlink": "symlinks to the source", "hardlink": "hardlinks"}[m.mode]
+        existing = m.existing - m.other_kind
         line = (
             f"{'would be ' if dry_run else ''}{verb} {m.done} {side} images into {m.target}"
-            + (f"; {m.existing} already there, skipped (--overwrite replaces them)" if m.existing else "")
+            + (f"; {existing} already there, skipped" if existing else "")
+            + (" (--overwrite replaces them)" if existing and not overwrite else "")
+            + (f"; {m.other_kind} skipped that are not {made} (--overwrite replaces them)"
+               if m.other_kind else "")
             + (f"; {len(m.failed)} failed" if m.failed else "")
         )
         (typer.echo if dry_run else lambda s: err_console.print(s, highlight=False, soft_wrap=True))(line)

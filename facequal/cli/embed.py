@@ -9,6 +9,7 @@ import typer
 from facequal.cli import options as o
 from facequal.cli.app import app, handles_errors
 from facequal.cli.options import run_job
+from facequal.cli.score import check_found_inputs
 
 
 @app.command("embed")
@@ -52,4 +53,5 @@ def embed_cmd(
               identity_from=identity_from, shard=shard, batch_size=batch_size, jobs=jobs or None,
               threads=threads, device=device, from_scores=str(from_scores) if from_scores else None,
               backend=backend, scheduler=scheduler, flip_tta=flip_tta)
+    check_found_inputs(job, inputs, resume=resume, from_scores=from_scores)
     run_job(job, output, overwrite=overwrite, resume=resume, quiet=quiet, label="embedding")

