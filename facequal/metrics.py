@@ -11,11 +11,13 @@ Conventions (one place for each):
   non-mated pairs, i.e. ``T = nextafter(s_(k+1), +inf)`` where ``s_(k+1)`` is the (k+1)-th highest
   non-mated score. Exactly ``k`` are accepted unless non-mated scores tie at that boundary, in
   which case fewer are (the FMR never exceeds the target). ``T`` is then held fixed.
-* **Paper ERC** (:func:`erc`): all pairs, mated and non-mated, are sorted by pair quality ascending
-  with a *stable* sort, so pairs of equal pair quality keep the order of the pair list. For a
-  reject fraction ``r`` the first ``floor(r * N)`` pairs of that order are dropped and
-  ``FNMR(r)`` is the share of the remaining mated pairs scored below ``T`` (0 when no mated pair
-  remains). ``AUC = trapezoid area of FNMR(r) over r - FNMR(0)**2 / 2``.
+* **Paper ERC** (:func:`erc`), as in the authors' released evaluation: each pair's *risk* is
+  minus its pair quality. For a reject fraction ``r`` the pairs kept are those whose risk is at
+  most ``np.percentile(risk, (1 - r) * 100)`` (linear interpolation), so pairs of equal pair
+  quality are kept or rejected together and the result does not depend on the order of the pair
+  list. ``FNMR(r)`` is the share of the kept mated pairs scored below ``T`` (0 when no mated pair
+  is kept). With distinct qualities about ``ceil(r * (N - 1))`` pairs are rejected; ties may
+  reject fewer. ``AUC = trapezoid area of FNMR(r) over r - FNMR(0)**2 / 2``.
 * **EDC** (:func:`edc`): mated pairs only. Pairs are discarded by pair quality, and only at the
   boundaries between distinct pair-quality values (all pairs of one quality value go at once):
   the curve has a point ``(d_j, FNMR_j)`` for each distinct value ``q_j``, with ``d_j`` = share of
@@ -41,20 +43,12 @@ DEFAULT_FMRS = (1e-3, 1e-2)
 DEFAULT_EDC_LIMIT = 0.2
 MIN_ACCEPTED_NON_MATED = 10                      # fewer accepted impostors -> unstable threshold
 
-_EPS = 1e-9                                      # guards floor(r * N) against 0.29 * 100 = 28.999...
+_EPS = 1e-9                                      # guards floor(x * N) against 0.29 * 100 = 28.999...
 
 
 def accepted_count(fmr: float, n_non_mated: int) -> int:
     """``floor(fmr * n_non_mated)``: how many non-mated pairs the threshold may accept."""
     return int(np.floor(fmr * n_non_mated + _EPS))
-
-
-def drop_counts(fractions: Sequence[float] | np.ndarray, n: int) -> np.ndarray:
-    """``floor(r * n)`` for each fraction ``r`` in [0, 1]: how many pairs are dropped."""
-    r = np.asarray(fractions, dtype=np.float64)
-    if r.size and (r.min() < 0 or r.max() > 1):
-        raise ValueError("fractions must lie in [0, 1]")
-    return np.minimum(np.floor(r * n + _EPS).astype(np.int64), n)
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -97,22 +91,53 @@ def _rates(errors: np.ndarray, totals: np.ndarray) -> np.ndarray:
     return out
 
 
+def erc_drop_counts(sorted_quality: np.ndarray, fractions: Sequence[float] | np.ndarray) -> np.ndarray:
+    """How many pairs the paper's ERC rejects at each fraction, per row of ``sorted_quality``.
+
+    ``sorted_quality`` is (B, N), each row ascending. A pair is kept iff its risk (minus its
+    quality) is at most ``np.percentile(risk, (1 - r) * 100)``, so the rejected pairs are a prefix
+    of each row and tied pairs fall on the same side. Returns (B, F) counts.
+    """
+    qs = np.atleast_2d(np.asarray(sorted_quality, dtype=np.float64))
+    r = np.asarray(fractions, dtype=np.float64)
+    if r.size and (r.min() < 0 or r.max() > 1):
+        raise ValueError("fractions must lie in [0, 1]")
+    b, n = qs.shape
+    if n == 0:
+        return np.zeros((b, r.size), dtype=np.int64)
+    if not np.isfinite(qs).all():
+        # Missing qualities scored -inf (``--missing worst``) sort first but would make the
+        # percentile's interpolation NaN: stand them in by finite values beyond the others.
+        fin = qs[np.isfinite(qs)]
+        lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 0.0)
+        span = hi - lo + 1.0
+        qs = np.where(qs == -np.inf, lo - span, np.where(qs == np.inf, hi + span, qs))
+    limit = np.percentile(-qs, (1 - r) * 100, axis=1)          # (F, B): the risk kept at most
+    out = np.empty((b, r.size), dtype=np.int64)
+    for i in range(b):
+        # risk <= limit  <=>  quality >= -limit; the rejected pairs are those below -limit.
+        out[i] = np.searchsorted(qs[i], -limit[:, i], side="left")
+    return out
+
+
 def erc(scores: np.ndarray, mated: np.ndarray, quality: np.ndarray, threshold: float,
         fractions: Sequence[float] | np.ndarray = REJECT_FRACTIONS) -> np.ndarray:
     """The paper's ERC: FNMR at the fixed ``threshold`` after rejecting each fraction of ALL pairs.
 
     ``scores``, ``mated`` and ``quality`` (pair quality) are aligned per pair. Pairs are rejected
-    lowest pair quality first; ties keep the pair-list order (stable sort). Returns FNMR per fraction.
+    lowest pair quality first, tied pairs together (see :func:`erc_drop_counts`), so the curve
+    does not depend on the order of the pairs. Returns FNMR per fraction.
     """
     scores = np.asarray(scores, dtype=np.float64)
     mated = np.asarray(mated, dtype=bool)
-    order = np.argsort(np.asarray(quality, dtype=np.float64), kind="stable")
+    q = np.asarray(quality, dtype=np.float64)
+    order = np.argsort(q, kind="stable")
     m = mated[order]
     e = m & (scores[order] < threshold)
     # Prefix sums: what the first n rejected pairs take away.
     cm = np.concatenate(([0], np.cumsum(m)))
     ce = np.concatenate(([0], np.cumsum(e)))
-    nd = drop_counts(fractions, scores.size)
+    nd = erc_drop_counts(q[order][None, :], fractions)[0]
     return _rates(ce[-1] - ce[nd], cm[-1] - cm[nd])
 
 
@@ -215,7 +240,6 @@ def _batch_figures(idx: np.ndarray, n_mated: int, scores: np.ndarray, mated: np.
     nm = np.sort(scores[idx[:, n_mated:]], axis=1)
     thr = np.stack([np.nextafter(nm[:, n_nm - 1 - accepted_count(f, n_nm)], np.inf) for f in fmrs])  # (F, B)
     frac = np.concatenate((np.asarray(fractions, dtype=np.float64), np.asarray(report, dtype=np.float64)))
-    nd = drop_counts(frac, n)
     n_f, n_k = len(fmrs), qualities.shape[0]
     names = scalar_names(report)
     out = {name: np.zeros((n_f, n_k, b)) for name in names}
@@ -228,6 +252,7 @@ def _batch_figures(idx: np.ndarray, n_mated: int, scores: np.ndarray, mated: np.
     for k in range(n_k):
         pid = orders[k][np.sort(ranks[k][idx], axis=1)]            # (B, N) in rejection order
         m = mated[pid]
+        nd = erc_drop_counts(qualities[k][pid], frac)               # (B, F'): ties rejected together
         cm = np.concatenate((np.zeros((b, 1), np.int64), np.cumsum(m, axis=1)), axis=1)
         pid_m = pid[m].reshape(b, n_mated)                          # mated pairs, same order
         if n_mated:
@@ -239,7 +264,8 @@ def _batch_figures(idx: np.ndarray, n_mated: int, scores: np.ndarray, mated: np.
             t = thr[fi][:, None]
             e = m & (scores[pid] < t)
             ce = np.concatenate((np.zeros((b, 1), np.int64), np.cumsum(e, axis=1)), axis=1)
-            curve = _rates(ce[:, -1:] - ce[:, nd], cm[:, -1:] - cm[:, nd])
+            curve = _rates(ce[:, -1:] - np.take_along_axis(ce, nd, axis=1),
+                           cm[:, -1:] - np.take_along_axis(cm, nd, axis=1))
             r = curve[:, : len(fractions)]
             auc = np.sum((r[:, 1:] + r[:, :-1]) * np.diff(fractions), axis=1) / 2 - r[:, 0] ** 2 / 2
             out["erc_auc"][fi, k] = auc

@@ -261,3 +261,29 @@ def test_all_pairs_from_the_cli_and_unknown_identity_column(data, tmp_path):
     assert doc["settings"]["pair_kind"] == "all-pairs"
     r = runner.invoke(app, [*base, "--by", "team"])
     assert r.exit_code == 2 and "no 'team' column" in r.stderr and "--by parent" in r.stderr
+
+
+def test_erc_figures_do_not_depend_on_the_order_of_the_pair_list(data, tmp_path):
+    # An integer 0-10 quality scale (as some tools write): pair qualities tie massively. The
+    # authors' evaluation keeps tied pairs together, so reordering the pair file changes nothing.
+    t = pq.read_table(data["good"])
+    q = np.round(np.nan_to_num(t.column("quality").to_numpy(zero_copy_only=False), nan=0.0) * 10)
+    lines = ["path,q10"] + [f"{p},{v:g}" for p, v in zip(t.column("path").to_pylist(), q, strict=True)]
+    (tmp_path / "int.csv").write_text("\n".join(lines) + "\n")
+    rows = data["pairs"].read_text().splitlines()
+    header, body = rows[0], rows[1:]
+    rng = np.random.default_rng(7)
+    shuffled = []
+    for fold in (body[:61], body[61:]):                    # 31 mated then 30 non-mated rows per fold
+        mated, non = fold[:31], fold[31:]
+        shuffled += [mated[i] for i in rng.permutation(len(mated))] + [non[i] for i in rng.permutation(len(non))]
+    (tmp_path / "shuffled.tsv").write_text("\n".join([header, *shuffled]) + "\n")
+    figs = []
+    for pairs in (data["pairs"], tmp_path / "shuffled.tsv"):
+        out = tmp_path / f"{pairs.stem}.json"
+        r = runner.invoke(app, ["eval", f"{tmp_path / 'int.csv'}:q10", "-e", str(data["emb"]), "-p", str(pairs),
+                                "--bootstrap", "0", "--fmr", "0.05", "--json", str(out)])
+        assert r.exit_code == 0, r.stderr
+        src = json.loads(out.read_text())["results"][0]["sources"]["int:q10"]
+        figs.append((src["erc_auc"]["value"], src["erc_fnmr@0.1"]["value"], src["erc_curve"]["fnmr"]))
+    assert figs[0] == figs[1]

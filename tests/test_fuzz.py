@@ -329,13 +329,18 @@ def test_cosine_similarity_is_bounded_symmetric_and_scale_free(ab, k):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(unit, min_size=1, max_size=40), st.integers(0, 10_000))
-def test_drop_counts_are_monotone_and_bounded(fractions, n):
+@given(st.lists(unit, min_size=1, max_size=40), st.lists(unit, min_size=1, max_size=200), st.integers(1, 3))
+def test_erc_drop_counts_follow_the_authors_percentile_rule(fractions, q, digits):
     r = np.sort(np.array(fractions))
-    d = M.drop_counts(r, n)
-    assert (np.diff(d) >= 0).all() and (d >= 0).all() and (d <= n).all()
-    assert M.drop_counts([1.0], n)[0] == n and M.drop_counts([0.0], n)[0] == 0
-    assert (d <= r * n + 1e-6).all() and (d > r * n - 1 - 1e-6).all()
+    qs = np.sort(np.round(np.array(q), digits))           # rounding: many ties
+    d = M.erc_drop_counts(qs[None, :], r)[0]
+    assert (np.diff(d) >= 0).all() and (d >= 0).all() and (d < qs.size).all()
+    for ri, di in zip(r, d, strict=True):
+        risk = -qs
+        kept = risk <= np.percentile(risk, (1 - ri) * 100)  # the authors' released rule, literally
+        assert di == qs.size - kept.sum()
+        assert di == 0 or qs[di - 1] < qs[di]                # a tie group is never split
+    assert M.erc_drop_counts(qs[None, :], [0.0])[0, 0] == 0
 
 
 @st.composite

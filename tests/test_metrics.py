@@ -53,7 +53,6 @@ def test_threshold_ties_at_the_boundary_accept_fewer():
 def test_accepted_count_is_robust_to_float_error():
     assert M.accepted_count(1e-3, 3000) == 3
     assert M.accepted_count(0.29, 100) == 29
-    assert list(M.drop_counts([0.29, 0.57, 0.99], 100)) == [29, 57, 99]
 
 
 def test_paper_erc_by_hand():
@@ -128,16 +127,51 @@ def test_edc_discards_tied_qualities_together():
     np.testing.assert_allclose(M.edc_step_at(c, [0, 0.3, 1 / 3, 0.9]), [1 / 3, 1 / 3, 0.25, 0.0])
 
 
-def test_erc_ties_keep_pair_list_order():
-    # Equal pair quality everywhere: rejection follows the pair list (stable sort).
+def test_erc_keeps_tied_pairs_together_whatever_the_pair_order():
+    # Equal pair quality everywhere: the authors' rule keeps risk <= percentile(risk, (1 - r) * 100),
+    # which is every pair, so no rejection fraction removes the false non-match (pair 0): 1/3.
     scores = np.array([0.1, 0.9, 0.2, 0.9])
     mated = np.array([1, 1, 0, 1], dtype=bool)
     q = np.zeros(4)
-    # Dropping 1 of 4 removes pair 0, the false non-match: 0/2.
-    assert M.erc(scores, mated, q, 0.5, [0.25])[0] == 0.0
-    # The same pairs listed in another order: pair 1 (a match) goes first: 1/2.
+    assert M.erc(scores, mated, q, 0.5, [0.25])[0] == pytest.approx(1 / 3)
     order = [1, 0, 2, 3]
-    assert M.erc(scores[order], mated[order], q, 0.5, [0.25])[0] == 0.5
+    assert M.erc(scores[order], mated[order], q, 0.5, [0.25])[0] == pytest.approx(1 / 3)
+    # Two tie groups: {0, 1} at 0.1 and {2, 3} at 0.7. At r = 0.25 the kept risk limit is the
+    # 75th percentile of (-0.7, -0.7, -0.1, -0.1), i.e. -0.1: nothing goes (1/3). At r = 0.5 it is
+    # -0.4: the low group goes whole, false non-match included (0/2). Never half a group.
+    q2 = np.array([0.1, 0.1, 0.7, 0.7])
+    np.testing.assert_allclose(M.erc(scores, mated, q2, 0.5, [0.25, 0.5]), [1 / 3, 0.0])
+
+
+def test_erc_figures_do_not_depend_on_the_pair_order():
+    rng = np.random.default_rng(3)
+    n = 400
+    mated = rng.random(n) < 0.5
+    scores = np.where(mated, rng.normal(0.6, 0.3, n), rng.normal(0.1, 0.2, n))
+    q = np.round(rng.random((2, n)) * 10) / 10          # an integer-like scale: massive ties
+    perm = rng.permutation(n)
+    a = M.point_figures(scores, mated, q, fmrs=[0.01, 0.1])
+    b = M.point_figures(scores[perm], mated[perm], q[:, perm], fmrs=[0.01, 0.1])
+    for name in a.values:
+        np.testing.assert_allclose(a.values[name], b.values[name], err_msg=name)
+    t = M.fmr_threshold(scores[~mated], 0.1)
+    np.testing.assert_allclose(M.erc(scores, mated, q[0], t), M.erc(scores[perm], mated[perm], q[0, perm], t))
+    ba = M.bootstrap_figures(scores, mated, q, 20, seed=1)
+    # The bootstrap resamples by position, so compare each replicate's ERC with a direct computation.
+    assert np.isfinite(ba.values["erc_auc"]).all()
+
+
+def test_vectorised_erc_matches_the_curve_function_with_ties():
+    rng = np.random.default_rng(5)
+    n = 300
+    mated = rng.random(n) < 0.4
+    scores = np.where(mated, rng.normal(0.6, 0.3, n), rng.normal(0.1, 0.2, n))
+    q = np.round(rng.random(n) * 20)
+    f = M.point_figures(scores, mated, q[None, :], fmrs=[0.05], report=[0.1, 0.2])
+    t = float(f.threshold[0, 0])
+    curve = M.erc(scores, mated, q, t)
+    assert f.values["erc_auc"][0, 0, 0] == pytest.approx(M.erc_auc(M.REJECT_FRACTIONS, curve))
+    assert f.values["erc_fnmr@0.1"][0, 0, 0] == pytest.approx(M.erc(scores, mated, q, t, [0.1])[0])
 
 
 def test_no_errors_at_all():
