@@ -3,7 +3,7 @@
 The split (``../shared/data/README.md``, issue 4):
 
 - **train**: all of ``celeba/``; LFW people of pair folds 1-3 and LFW people in no pair; CFP
-  splits 1-3;
+  splits 1-3 and 6-8;
 - **val**: LFW people of pair folds 4-5; CFP splits 4-5;
 - **test**: LFW people of pair folds 6-10 -- never in a cache; their photos are only embedded
   (clean) to check that no CelebA identity is one of them: a CelebA identity whose teacher
@@ -40,7 +40,7 @@ SOURCES = ("lfw", "cfp", "celeba")
 LFW_TRAIN_FOLDS = (1, 2, 3)
 LFW_VAL_FOLDS = (4, 5)
 LFW_TEST_FOLDS = (6, 7, 8, 9, 10)
-CFP_TRAIN_SPLITS = (1, 2, 3)
+CFP_TRAIN_SPLITS = (1, 2, 3, 6, 7, 8)
 CFP_VAL_SPLITS = (4, 5)
 
 
@@ -92,7 +92,7 @@ def lfw_split(name: str, people_folds: dict[str, set[int]]) -> str:
 
 
 def cfp_split(split: int) -> str:
-    """CFP splits 1-3 train, 4-5 validation."""
+    """CFP splits 1-3 and 6-8 train, 4-5 validation."""
     if split in CFP_TRAIN_SPLITS:
         return "train"
     if split in CFP_VAL_SPLITS:
@@ -202,7 +202,7 @@ class BuildConfig:
     data_root: str
     out: str
     split: str = "train"
-    n_degraded: int = 2
+    n_degraded: int = 3
     flip: bool = True
     bands_p: float = 0.25
     bands_max: float = 0.2
@@ -258,6 +258,7 @@ def prepare_photo(path: str, image_id: int, cfg: BuildConfig) -> dict[str, Any] 
 
     from facequal.align import align_face
     from facequal.decode import DecodeError, load_rgb
+    from facequal.detect import pick_centred
     from facequal.train.degrade import border_bands, random_degradation
     from facequal.train.framing import hflip_landmarks
 
@@ -268,7 +269,9 @@ def prepare_photo(path: str, image_id: int, cfg: BuildConfig) -> dict[str, Any] 
     faces = _detector().detect(img)
     if not faces:
         return None
-    face = faces[0]
+    # The photo's subject, not the largest face: a larger bystander at the edge would give the
+    # photo another person's labels.
+    face = pick_centred(faces, img.size[0], img.size[1])[0]
     fr = _framing()
     canon = {"clean": align_face(img, face.landmarks, fr.contract)}
     if cfg.flip:

@@ -7,13 +7,14 @@ same person, is accepted by the teacher at its FMR 1e-3 threshold. On validation
    reference being the other photo of the person that the teacher finds most typical (highest
    mean cosine to the person's other photos) -- a teacher-side notion of "good quality photo",
    independent of the model being calibrated;
-2. :func:`fit_calibration`: isotonic regression of the outcomes on the raw output
+2. :func:`fit_calibration`: isotonic regression of the outcomes on the raw output's logit
    (pool-adjacent-violators), lightly smoothed (each block shrunk towards the overall rate by
-   ``prior`` pseudo-observations, at most ``max_knots`` knots at the blocks' mean raw outputs,
-   linear in between), stored as the x / y lists of :attr:`facequal.contract.Contract.calibration`;
+   ``prior`` pseudo-observations, at most ``max_knots`` knots), joined by straight lines in
+   logit units and continued by straight tails, so the map is strictly increasing: stored as
+   :attr:`facequal.contract.Contract.calibration`;
 3. :func:`reliability_table`: predicted vs observed by bins, for the model card.
 
-Ranking is unchanged by the map (it is non-decreasing). Numpy only.
+Ranking is unchanged by the map (it is strictly increasing): no ties are made. Numpy only.
 """
 
 from __future__ import annotations
@@ -69,14 +70,61 @@ def _merge(bx: np.ndarray, by: np.ndarray, bw: np.ndarray,
     return (np.add.reduceat(bx * bw, starts) / wsum, np.add.reduceat(by * bw, starts) / wsum, wsum)
 
 
-def fit_calibration(raw: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None, *,
-                    max_knots: int = 32, prior: float = 2.0) -> dict[str, list[float]]:
-    """Fit the calibration map; returns ``{"x": [...], "y": [...]}`` (x increasing, y non-decreasing).
+def _platt_slope(z: np.ndarray, target: np.ndarray, w: np.ndarray, iters: int = 50) -> float:
+    """Slope of a weighted logistic fit ``target ~ sigmoid(a * z + b)`` (Newton's method)."""
+    a, b = 1.0, 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(a * z + b)))
+        g = np.array([np.sum(w * (p - target) * z), np.sum(w * (p - target))])
+        h = w * p * (1 - p)
+        hess = np.array([[np.sum(h * z * z), np.sum(h * z)], [np.sum(h * z), np.sum(h)]]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, g)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(a)
 
-    ``raw``: the network's outputs; ``target``: outcomes in [0, 1]. ``prior`` pseudo-observations
-    at the overall rate shrink small blocks (the ends of an isotonic fit are often 0 or 1 on a
-    handful of faces); ``max_knots`` bounds the size of the stored map.
+
+def _strictly_increasing(bx: np.ndarray, by: np.ndarray, bw: np.ndarray,
+                         min_step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Merge neighbouring knots whose y values rise by less than ``min_step`` (weighted means of
+    x and y), so that every segment of the map has a positive slope."""
+    xs, ys, ws = list(bx), list(by), list(bw)
+    i = 1
+    while i < len(xs):
+        if ys[i] - ys[i - 1] < min_step or xs[i] - xs[i - 1] <= 0:
+            wt = ws[i - 1] + ws[i]
+            xs[i - 1] = (xs[i - 1] * ws[i - 1] + xs[i] * ws[i]) / wt
+            ys[i - 1] = (ys[i - 1] * ws[i - 1] + ys[i] * ws[i]) / wt
+            ws[i - 1] = wt
+            del xs[i], ys[i], ws[i]
+            i = max(i - 1, 1)
+        else:
+            i += 1
+    return np.asarray(xs), np.asarray(ys)
+
+
+TAIL = 60.0  # logit units from the outermost fitted knot to the end of each straight tail
+
+
+def fit_calibration(raw: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None, *,
+                    max_knots: int = 32, prior: float = 2.0, min_step: float = 1e-3,
+                    min_slope: float = 0.05, max_slope: float = 1.0) -> dict[str, Any]:
+    """Fit the calibration map: ``{"space": "logit", "x": [...], "y": [...]}``, both strictly
+    increasing (see :func:`facequal.contract.apply_calibration`).
+
+    ``raw``: the network's outputs in (0, 1); ``target``: outcomes in [0, 1]. In logit units, an
+    isotonic fit (``prior`` pseudo-observations at the overall rate shrink small blocks; at most
+    ``max_knots`` knots; knots closer than ``min_step`` in logit merged, so no segment is flat)
+    joined by straight lines, continued beyond the data by straight tails whose slope is that of
+    a logistic (Platt) fit on all faces, kept within [``min_slope``, ``max_slope``]: at most 1
+    (the odds change no faster than the network's own) so that the tails do not saturate to
+    exactly 0 or 1 in floating point, which would tie faces again. The map is strictly
+    increasing, so ordering by quality equals ordering by raw output, and the tails reach towards
+    0 and 1.
     """
+    from facequal.contract import logit
+
     raw = np.asarray(raw, dtype=np.float64).reshape(-1)
     target = np.asarray(target, dtype=np.float64).reshape(-1)
     w = np.ones_like(raw) if weight is None else np.asarray(weight, dtype=np.float64).reshape(-1)
@@ -84,32 +132,33 @@ def fit_calibration(raw: np.ndarray, target: np.ndarray, weight: np.ndarray | No
     raw, target, w = raw[ok], target[ok], w[ok]
     if raw.size == 0:
         raise ValueError("no finite (raw, target) pairs to calibrate on")
-    order = np.argsort(raw, kind="stable")
-    raw, target, w = raw[order], target[order], w[order]
+    z = logit(raw)
+    order = np.argsort(z, kind="stable")
+    z, target, w = z[order], target[order], w[order]
     # equal raw values form one point (else PAVA may split a tie)
-    uniq, starts = np.unique(raw, return_index=True)
+    uniq, starts = np.unique(z, return_index=True)
     ws = np.add.reduceat(w, starts)
     ys = np.add.reduceat(target * w, starts) / ws
     bx, by, bw = _blocks(uniq, ys, ws)
     rate = float(np.sum(target * w) / np.sum(w))
-    by = (by * bw + prior * rate) / (bw + prior)
+    by = (by * bw + prior * rate) / (bw + prior)     # in (0, 1): finite logits
     by = pava(by, bw)  # shrinkage keeps order, this only guards against rounding
     bx, by, bw = _merge(bx, by, bw, max_knots)
-    by = np.maximum.accumulate(np.clip(by, 0.0, 1.0))
-    if bx.size == 1:
-        lo, hi = float(raw[0]), float(raw[-1])
-        if hi <= lo:
-            lo, hi = lo - 1e-6, lo + 1e-6
-        return {"x": [lo, hi], "y": [float(by[0]), float(by[0])]}
-    return {"x": [float(v) for v in bx], "y": [float(v) for v in by]}
+    kx, ky = _strictly_increasing(bx, logit(by), bw, min_step)
+    slope = float(np.clip(_platt_slope(z, target, w) if uniq.size > 1 else min_slope, min_slope, max_slope))
+    if kx.size == 1:
+        # One block: a line of the tail slope through it.
+        kx, ky = np.array([kx[0] - 1.0, kx[0] + 1.0]), np.array([ky[0] - slope, ky[0] + slope])
+    x = np.concatenate([[kx[0] - TAIL], kx, [kx[-1] + TAIL]])
+    y = np.concatenate([[ky[0] - slope * TAIL], ky, [ky[-1] + slope * TAIL]])
+    return {"space": "logit", "x": [float(v) for v in x], "y": [float(v) for v in y]}
 
 
-def apply_calibration(raw: np.ndarray, calibration: dict[str, list[float]] | None) -> np.ndarray:
-    """Piecewise-linear map through the knots, clamped at the ends (as Contract.calibrate)."""
-    raw = np.asarray(raw, dtype=np.float64)
-    if calibration is None:
-        return raw
-    return np.interp(raw, calibration["x"], calibration["y"])
+def apply_calibration(raw: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
+    """The calibrated quality of ``raw`` (as :meth:`facequal.contract.Contract.calibrate`)."""
+    from facequal.contract import apply_calibration as apply
+
+    return apply(raw, calibration)
 
 
 def acceptance_targets(emb: np.ndarray, identity: np.ndarray, threshold: float,

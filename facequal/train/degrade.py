@@ -164,9 +164,11 @@ class DegradeConfig:
     n_ops: tuple[float, ...] = (0.6, 0.3, 0.1)
     blur_sigma: tuple[float, float] = (1.0, 5.0)
     rescale_factor: tuple[float, float] = (0.1, 0.5)
-    noise_sigma: tuple[float, float] = (5.0, 30.0)
-    jpeg_quality: tuple[int, int] = (5, 35)
-    under_gain: tuple[float, float] = (0.12, 0.5)
+    # Reaching the strengths where the teacher fails (issue 15: very heavy JPEG, heavy noise and
+    # deep darkness were scored far too high or too low when training stopped at q 5 / sigma 30).
+    noise_sigma: tuple[float, float] = (5.0, 50.0)
+    jpeg_quality: tuple[int, int] = (2, 35)
+    under_gain: tuple[float, float] = (0.06, 0.5)
     over_gain: tuple[float, float] = (1.7, 3.5)
     occlusion_size: tuple[float, float] = (0.25, 0.6)
     occlusion_fills: tuple[str, ...] = ("solid", "grey", "black", "noise")

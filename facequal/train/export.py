@@ -138,3 +138,34 @@ def onnx_parity(model: nn.Module, path: str | Path, n: int = 8, seed: int = 0) -
     if got.shape != ref.shape:
         raise AssertionError(f"ONNX output shape {got.shape} != torch {ref.shape}")
     return float(np.max(np.abs(got - ref)))
+
+
+CALIBRATION_KEY = "facequal.calibration"
+
+
+def recalibrate(path: str | Path, calibration: Mapping[str, Any], out: str | Path,
+                provenance: Mapping[str, Any] | None = None) -> Path:
+    """Write a copy of the ONNX model at ``path`` to ``out`` with a new calibration map in its
+    contract (the graph and weights are copied unchanged); ``provenance`` (what the map was
+    fitted on) goes to the ``facequal.calibration`` metadata entry. ``out`` must differ from
+    ``path`` and must not exist (the bundled file is replaced by hand, with its registry sha256)."""
+    import onnx
+
+    from facequal import _io
+
+    src, dst = Path(path), Path(out)
+    if dst.exists() or _io.is_inside(dst, src):
+        raise ValueError(f"out: {dst} exists or is the input model")
+    proto = onnx.load(str(src))
+    props = {p.key: p.value for p in proto.metadata_props}
+    contract = Contract.from_json(props[METADATA_KEY])
+    d = contract.to_dict()
+    d["calibration"] = dict(calibration)
+    contract = Contract.from_dict(d)               # validates the map
+    props[METADATA_KEY] = contract.to_json()
+    if provenance:
+        props[CALIBRATION_KEY] = json.dumps(dict(provenance), sort_keys=True, default=str)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+    onnx.checker.check_model(proto)
+    return _io.atomic_write(dst, lambda tmp: onnx.save(proto, str(tmp)))

@@ -51,8 +51,10 @@ def test_cfp_celeba_and_disjointness() -> None:
     rows = [{"path": f"{i:03d}/frontal/01.jpg", "identity": f"{i:03d}", "pose": "frontal", "split": str(s)}
             for i, s in ((1, 1), (2, 3), (3, 4), (4, 5))]
     assert [it.split for it in bc.cfp_items(rows)] == ["train", "train", "val", "val"]
+    # Splits 6-8 train too (issue 16); 9-10 are not in ../shared and stay unknown.
+    assert [bc.cfp_split(s) for s in (6, 7, 8)] == ["train"] * 3
     with pytest.raises(ValueError):
-        bc.cfp_split(6)
+        bc.cfp_split(9)
     cel = bc.celeba_items([{"path": "7201/1.jpg", "identity": "7201"}])
     assert cel[0].identity == "celeba:7201" and cel[0].split == "train"
     bc.check_disjoint(bc.cfp_items(rows) + cel)

@@ -28,8 +28,8 @@ def test_fit_calibration_recovers_a_monotone_probability() -> None:
     outcome = (rng.random(raw.size) < p_true).astype(float)
     m = cal.fit_calibration(raw, outcome, max_knots=24)
     x, y = np.array(m["x"]), np.array(m["y"])
-    assert 2 <= x.size <= 24 and np.all(np.diff(x) > 0) and np.all(np.diff(y) >= 0)
-    assert 0 <= y.min() and y.max() <= 1
+    assert m["space"] == "logit"
+    assert 4 <= x.size <= 26 and np.all(np.diff(x) > 0) and np.all(np.diff(y) > 0)
     grid = np.linspace(0.35, 0.75, 9)
     assert np.abs(cal.apply_calibration(grid, m) - 1 / (1 + np.exp(-20 * (grid - 0.55)))).max() < 0.12
     # it is a valid contract calibration and maps the same way there
@@ -41,9 +41,37 @@ def test_fit_calibration_recovers_a_monotone_probability() -> None:
     assert cal.expected_calibration_error(table) < 0.03
 
 
+def test_the_map_is_strictly_increasing_with_no_floor_or_ceiling() -> None:
+    # Outcomes that saturate: the old isotonic map was flat below and above the data (every
+    # hopeless face at one floor value, the best faces tied at one ceiling value).
+    rng = np.random.default_rng(2)
+    raw = rng.uniform(0.4, 0.7, size=3000)
+    outcome = (rng.random(raw.size) < np.clip((raw - 0.4) * 4, 0, 1)).astype(float)
+    m = cal.fit_calibration(raw, outcome)
+    grid = np.linspace(1e-4, 1 - 1e-4, 20_001)
+    q = cal.apply_calibration(grid, m)
+    assert np.all(np.diff(q) > 0)                       # strictly increasing, in float64
+    # Faces far below anything seen go towards 0, far above towards 1.
+    assert q[0] < 0.01 and q[-1] > 0.99
+    # Stored as float32 (the score file's type), distinct raw outputs stay distinct and in order.
+    raw32 = np.sort(rng.uniform(0.05, 0.95, size=5000).astype(np.float32))
+    q32 = Contract.calibrate(student_contract(calibration=m), raw32)
+    assert np.all(np.diff(q32) >= 0)
+    assert np.unique(q32).size >= 0.98 * np.unique(raw32).size
+
+
+def test_maps_written_before_keep_their_meaning() -> None:
+    old = {"x": [0.2, 0.5, 0.8], "y": [0.1, 0.4, 0.9]}       # probability space, clamped ends
+    np.testing.assert_allclose(cal.apply_calibration([0.0, 0.35, 0.5, 1.0], old), [0.1, 0.25, 0.4, 0.9])
+    c = student_contract(calibration=old)
+    np.testing.assert_allclose(c.calibrate(np.array([0.35])), [0.25], atol=1e-7)
+
+
 def test_fit_calibration_degenerate_inputs() -> None:
     m = cal.fit_calibration([0.5, 0.5, 0.5], [1, 0, 1])
-    assert len(m["x"]) == 2 and m["x"][0] < m["x"][1] and m["y"][0] == m["y"][1]
+    assert np.all(np.diff(m["x"]) > 0) and np.all(np.diff(m["y"]) > 0)
+    # One raw value: the map passes through the (shrunk) observed rate there, 2/3.
+    assert cal.apply_calibration([0.5], m)[0] == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         cal.fit_calibration([np.nan], [1.0])
 

@@ -60,3 +60,28 @@ def test_export_parity_dynamic_batch_and_metadata(tmp_path: Path) -> None:
     model = onnx.load(str(path))
     assert model.opset_import[0].version >= 13
     assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)  # folded
+
+
+def test_recalibrate_changes_only_the_map(tmp_path: Path) -> None:
+    from facequal.train.calibrate import apply_calibration, fit_calibration
+    from facequal.train.export import CALIBRATION_KEY, recalibrate
+
+    net = _trained_like()
+    old = {"x": [0.1, 0.5, 0.9], "y": [0.0, 0.4, 1.0]}
+    src = export_onnx(net, tmp_path / "m.onnx", student_contract(0.25, calibration=old), {"steps": 5})
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.2, 0.8, 500)
+    new = fit_calibration(raw, (rng.random(500) < raw).astype(float))
+    out = recalibrate(src, new, tmp_path / "m2.onnx", {"fitted_on": "unit test"})
+    meta = read_metadata(out)
+    c = contract_from_onnx_metadata(meta)
+    assert c.calibration == new and json.loads(meta[CALIBRATION_KEY]) == {"fitted_on": "unit test"}
+    assert json.loads(meta[TRAINING_KEY]) == {"steps": 5}
+    # Same graph, same weights: the raw outputs agree exactly; the calibrated ones follow the new map.
+    x = rng.uniform(-1, 1, (4, 3, 96, 96)).astype(np.float32)
+    a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    b = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(c.calibrate(b[:, 0]), apply_calibration(b[:, 0], new), rtol=1e-6)
+    with pytest.raises(ValueError, match="exists"):
+        recalibrate(src, new, out)
