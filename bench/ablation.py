@@ -46,8 +46,9 @@ def teacher_features(det: Path, out: Path):
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from facequal.align import align_face, to_tensor
+    from facequal.contract import to_tensor
     from facequal.models.dlib_resnet import DLIB_CONTRACT, dlib_model_path
+    from facequal.pipeline.align import align_face
 
     rows = [r for r in pq.read_table(det).to_pylist() if r["status"] == "ok"]
     paths = [r["path"] for r in rows]

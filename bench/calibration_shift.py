@@ -262,7 +262,7 @@ def _teacher_threshold(model: str | None) -> float:
 
 
 def _default_faces() -> str:
-    from facequal.faces import FACE_CHOICES
+    from facequal.options import FACE_CHOICES
 
     return "center" if "center" in FACE_CHOICES else "subject"
 
@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     a = ap.parse_args(argv)
 
     import facequal
-    from facequal.tables import read_table
+    from facequal.schema import read_table
     from facequal.train.build_cache import lfw_people_folds, read_lfw_pairs
     from facequal.train.calibrate import apply_calibration, fit_calibration
 

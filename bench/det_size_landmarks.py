@@ -31,10 +31,10 @@ def main() -> int:
     ap.add_argument("--faces", default="center", choices=("center", "largest"))
     a = ap.parse_args()
 
-    from facequal.decode import open_image
-    from facequal.detect import RetinaFace, pick_centred, pick_largest
     from facequal.models.retinaface import retinaface_session
-    from facequal.sources import walk_folder
+    from facequal.pipeline.decode import open_image
+    from facequal.pipeline.detect import RetinaFace, pick_centred, pick_largest
+    from facequal.pipeline.sources import walk_folder
 
     pick = pick_centred if a.faces == "center" else pick_largest
     paths = list(walk_folder(a.folder))[:: a.every][: a.limit]

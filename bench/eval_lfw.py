@@ -31,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facequal.evaluate import evaluate, write_json  # noqa: E402
-from facequal.pairs import parse_folds  # noqa: E402
-from facequal.plot import write_plot  # noqa: E402
+from facequal.eval.evaluate import evaluate, write_json  # noqa: E402
+from facequal.eval.pairs import parse_folds  # noqa: E402
+from facequal.eval.plot import write_plot  # noqa: E402
 
 DEFAULT_PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw-pairs.tsv"
 

@@ -26,7 +26,7 @@ import numpy as np
 
 def pick(rule: str, faces: list[dict], width: int, height: int) -> int:
     """face_index chosen by ``rule`` ("largest" or "subject") among one photo's face rows."""
-    from facequal.detect import Face, pick_centred, pick_largest
+    from facequal.pipeline.detect import Face, pick_centred, pick_largest
 
     objs = [Face(box=np.asarray(f["bbox"], np.float64), score=float(f["det_score"]),
                  landmarks=np.asarray(f["landmarks"], np.float64).reshape(5, 2)) for f in faces]
@@ -70,7 +70,7 @@ def judge(rows: dict[str, list[dict]], ident: dict[str, str], emb: dict[tuple[st
 
 def main() -> None:
     import facequal
-    from facequal.tables import read_table
+    from facequal.schema import read_table
     from facequal.train.build_cache import collect_items
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

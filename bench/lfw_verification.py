@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facequal.pairs import LFW_SUFFIX, parse_folds, path_key, read_lfw_pairs, select_folds  # noqa: E402
+from facequal.eval.pairs import LFW_SUFFIX, parse_folds, path_key, read_lfw_pairs, select_folds  # noqa: E402
 
 DEFAULT_PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw-pairs.tsv"
 

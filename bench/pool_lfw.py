@@ -35,8 +35,8 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facequal.pool import embedding_matrix, l2_normalise, member_weights  # noqa: E402
-from facequal.tables import read_table  # noqa: E402
+from facequal.curate.pool import embedding_matrix, l2_normalise, member_weights  # noqa: E402
+from facequal.schema import read_table  # noqa: E402
 
 FOLDS = range(6, 11)
 MIN_IMAGES = 4

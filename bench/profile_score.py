@@ -69,7 +69,7 @@ def main() -> None:
     from pyinstrument import Profiler
 
     from facequal import api
-    from facequal.sources import walk_folder
+    from facequal.pipeline.sources import walk_folder
 
     paths = []
     for p in walk_folder(a.folder):

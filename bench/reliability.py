@@ -16,7 +16,7 @@ import numpy as np
 
 
 def main() -> None:
-    from facequal.tables import read_table
+    from facequal.schema import read_table
     from facequal.train.build_cache import lfw_people_folds, read_lfw_pairs
     from facequal.train.calibrate import acceptance_targets, expected_calibration_error, reliability_table
 

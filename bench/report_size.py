@@ -74,7 +74,7 @@ def degrade(
 
 def make_crops(out_dir: Path, n: int, seed: int = 0, size: int = 96) -> list[tuple[str, float]]:
     """``n`` degraded, aligned face crops as JPEG files; returns (path, synthetic quality)."""
-    from facequal.thumbs import face_thumbnail
+    from facequal.curate.report.thumbs import face_thumbnail
 
     rng = np.random.default_rng(seed)
     base, base_lms = astronaut()
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="keep the page here (default: a temp file)")
     a = ap.parse_args(argv)
 
-    from facequal.report import build_report
+    from facequal.curate.report import build_report
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()

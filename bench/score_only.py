@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facequal.models import DEFAULT_BATCH
+from facequal.options import BATCH_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = REPO.parent / "shared" / "reference" / "lightqnet-dm100.onnx"
@@ -40,7 +40,7 @@ def make_crops(folder: Path, n: int, source: str | None) -> np.ndarray:
 
     paths: list[str] = []
     if source and os.path.isdir(source):
-        from facequal.sources import walk_folder
+        from facequal.pipeline.sources import walk_folder
 
         for p in walk_folder(source):
             paths.append(p)
@@ -69,7 +69,7 @@ class ModelOnly:
     """One model's session and its input tensor for the crops, prepared before timing."""
 
     def __init__(self, spec, crops: np.ndarray, threads: int) -> None:
-        from facequal.align import to_tensor
+        from facequal.contract import to_tensor
         from facequal.models.session import make_session
 
         self.spec = spec
@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--crops-from", default=str(REPO.parent / "shared" / "data" / "lfw"),
                     help="folder whose images' centres become the crops (noise when absent)")
     ap.add_argument("--n", type=int, default=2000, help="number of crops")
-    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+    ap.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the model-only runs")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes of the `score --aligned` run")
     ap.add_argument("--rounds", type=int, default=3)
@@ -167,9 +167,9 @@ def main() -> None:
         for _ in range(a.rounds):
             for b in sweep:
                 rates[b] = max(rates.get(b, 0.0), mine.rate(b))
-        base = rates.get(DEFAULT_BATCH) or max(rates.values())
+        base = rates.get(BATCH_SIZE) or max(rates.values())
         print(f"  model-only sweep, {spec.name} (best of {a.rounds} interleaved rounds; "
-              f"ratio to batch {DEFAULT_BATCH}, the default):")
+              f"ratio to batch {BATCH_SIZE}, the default):")
         for b, v in rates.items():
             print(f"    batch {b:4d}: {v:8.1f} images/s  {v / base:.2f}x")
     per_core = best["model"] / max(1, a.threads)

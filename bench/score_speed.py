@@ -74,7 +74,7 @@ class Measure:
 
 def list_images(folder: str, limit: int) -> list[str]:
     """The first ``limit`` images of ``folder`` in facequal's walk order, as absolute paths."""
-    from facequal.sources import walk_folder
+    from facequal.pipeline.sources import walk_folder
 
     out = []
     for p in walk_folder(folder):
@@ -86,15 +86,15 @@ def list_images(folder: str, limit: int) -> list[str]:
 
 def _floor_chunk(paths: list[str], det_size: int) -> int:
     """Decode + one detector forward pass per image (what any pipeline must at least do)."""
-    from facequal.decode import open_image
-    from facequal.detect import downscale_for_detection, preprocess
+    from facequal.pipeline.decode import open_image
+    from facequal.pipeline.detect import downscale_for_detection, preprocess
 
     global _DETECTOR
     if _DETECTOR is None:
         import functools
 
-        from facequal.detect import RetinaFace
         from facequal.models.retinaface import retinaface_session
+        from facequal.pipeline.detect import RetinaFace
 
         # The pipeline's detector sessions (fixed-size ones for recurring sizes): a fair floor.
         _DETECTOR = RetinaFace(retinaface_session(threads=1),

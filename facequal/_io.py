@@ -1,5 +1,6 @@
-"""File-system helpers every writer in facequal uses: atomic writes that honour the umask,
-exclusively created temp files, containment checks and one-line messages for OS errors.
+"""File-system helpers every writer in facequal uses: output checks run before any work, atomic
+writes that honour the umask, exclusively created temp files, containment checks and one-line
+messages for OS errors.
 
 The rules they enforce (see README, "What facequal will never do"):
 
@@ -20,8 +21,12 @@ import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from facequal.errors import UserError
+from facequal.errors import OutputExistsError, UserError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 TEMP_SUFFIX = ".tmp"
 
@@ -123,6 +128,46 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | str) -> Path:
             fh.write(payload)
 
     return atomic_write(path, write)
+
+
+def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Refuse an existing output unless ``overwrite``; refuse a folder or a missing parent folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory, expected a file name")
+    if (p.exists() or p.is_symlink()) and not overwrite:
+        raise OutputExistsError(f"{p}: already exists (use --overwrite to replace it)")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"{p}: directory {parent} does not exist")
+    return p
+
+
+def check_output_writable(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """:func:`check_output`, then make sure a file can be created in that folder (a read-only file
+    system, ``/proc``): run before any rendering or computing, so a report or an evaluation is not
+    done for nothing."""
+    p = check_output(path, overwrite)
+    probe_writable(p.parent if str(p.parent) else Path("."), p)
+    return p
+
+
+def write_output(path: str | os.PathLike[str], data: bytes | str, overwrite: bool = False) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to the output ``path`` atomically, after
+    :func:`check_output` (an existing file is replaced only with ``overwrite``)."""
+    p = check_output(path, overwrite)
+    atomic_write_bytes(p, data)
+    return p
+
+
+def write_parquet_output(table: pa.Table, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write ``table`` as one Parquet file at the output ``path`` atomically, after
+    :func:`check_output`."""
+    import pyarrow.parquet as pq
+
+    p = check_output(path, overwrite)
+    atomic_write(p, lambda tmp: pq.write_table(table, tmp))
+    return p
 
 
 def is_inside(child: str | os.PathLike[str], parent: str | os.PathLike[str]) -> bool:

@@ -17,14 +17,25 @@ import numpy as np
 import pyarrow as pa
 
 from facequal import __version__, schema
-from facequal.faces import FaceOptions
-from facequal.models import DEFAULT_BATCH
 from facequal.models.zoo import DEFAULT_EMBEDDING_MODEL, ModelSpec, resolve_model
-from facequal.pipeline import DEFAULT_CHUNK, WorkerConfig, prepare_crop_folder, rows_to_table, run_chunks
-from facequal.sources import ImageRef, Sources, collect, fs_path_of, in_shard, parse_shard
-from facequal.store import ORDINAL, RunStore, RunSummary, done_keys
-
-BACKENDS = ("local", "dask")
+from facequal.options import (
+    BACKEND,
+    BACKENDS,
+    BATCH_SIZE,
+    CHUNK_SIZE,
+    DET_SIZE,
+    DET_THRESHOLD,
+    DEVICE,
+    FACES,
+    MAX_PIXELS,
+    MIN_FACE,
+    PAD,
+    THREADS,
+    FaceOptions,
+)
+from facequal.pipeline.run import WorkerConfig, prepare_crop_folder, rows_to_table, run_chunks
+from facequal.pipeline.sources import ImageRef, Sources, collect, fs_path_of, in_shard, parse_shard
+from facequal.pipeline.store import ORDINAL, RunStore, RunSummary, done_keys
 
 
 def default_jobs() -> int:
@@ -38,7 +49,7 @@ def default_jobs() -> int:
 class RefList(Sequence[ImageRef]):
     """A run's image references, held compactly: paths as Arrow strings (about their length in
     bytes each) instead of one Python object per input, so that the input list of a long run costs
-    little memory. Indexing and iteration give :class:`~facequal.sources.ImageRef` values back;
+    little memory. Indexing and iteration give :class:`~facequal.pipeline.sources.ImageRef` values back;
     carried columns and given faces are kept as they came, and only when some input has them.
     """
 
@@ -93,7 +104,7 @@ def sources_from_scores(path: str) -> Sources:
 
     Another model then sees exactly the faces that were scored (same landmarks, same keys).
     """
-    from facequal.tables import read_table, require_columns
+    from facequal.schema import read_table, require_columns
 
     table = read_table(path)
     require_columns(table, ["path", "face_index", "status", "landmarks", "det_score", "bbox"], path)
@@ -116,18 +127,17 @@ class Job:
 
     def __init__(self, inputs: Sequence[str | os.PathLike[str]], *, task: str = "quality",
                  model: str | None = None, contract: str | None = None,
-                 faces: str = "largest", det_size: int = 640, det_threshold: float = 0.6,
-                 min_face: float = 0.0, pad: float = 0.0, aligned: bool = False,
+                 faces: str = FACES, det_size: int = DET_SIZE, det_threshold: float = DET_THRESHOLD,
+                 min_face: float = MIN_FACE, pad: float = PAD, aligned: bool = False,
                  max_pixels: int | None = None, path_column: str = "path",
                  identity_from: str | None = None, shard: str | None = None,
-                 batch_size: int = DEFAULT_BATCH, jobs: int | None = None, threads: int = 1,
-                 device: str = "cpu", save_crops: str | None = None,
-                 chunk_size: int = DEFAULT_CHUNK, spec: ModelSpec | None = None,
-                 from_scores: str | None = None, backend: str = "local",
+                 batch_size: int = BATCH_SIZE, jobs: int | None = None, threads: int = THREADS,
+                 device: str = DEVICE, save_crops: str | None = None,
+                 chunk_size: int = CHUNK_SIZE, spec: ModelSpec | None = None,
+                 from_scores: str | None = None, backend: str = BACKEND,
                  scheduler: str | None = None, flip_tta: bool | None = None) -> None:
-        from facequal.checks import check_job_options
-        from facequal.decode import DEFAULT_MAX_PIXELS
         from facequal.errors import UserError
+        from facequal.options import check_job_options
 
         check_job_options(faces=faces, det_size=det_size, det_threshold=det_threshold, min_face=min_face,
                           pad=pad, max_pixels=max_pixels, batch_size=batch_size, jobs=jobs,
@@ -135,7 +145,7 @@ class Job:
         if backend not in BACKENDS:
             raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         if backend == "dask":
-            from facequal.backends import check_dask
+            from facequal.pipeline.executors import check_dask
 
             check_dask(scheduler)
         elif scheduler:
@@ -150,7 +160,7 @@ class Job:
             self.spec.contract.name == DEFAULT_EMBEDDING_MODEL if flip_tta is None else bool(flip_tta))
         self.face_options = FaceOptions(
             faces=faces, det_size=det_size, det_threshold=det_threshold, min_face=min_face, pad=pad,
-            aligned=aligned, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+            aligned=aligned, max_pixels=max_pixels or MAX_PIXELS)
         if from_scores:
             self.sources = sources_from_scores(from_scores)
         else:
@@ -197,7 +207,7 @@ class Job:
         Chunks stream through the workers (local processes or a Dask cluster) with a bounded
         number in flight, so memory does not grow with the number of inputs.
         """
-        from facequal.faces import file_stat
+        from facequal.pipeline.faces import file_stat
 
         refs = self.refs
         skipped = np.zeros(len(refs), dtype=bool)
@@ -229,7 +239,7 @@ class Job:
         The output is checked (never an input, never a file or folder facequal did not write)
         and locked for the whole run before any work. With ``resume`` every row of the earlier
         output is kept in its order; inputs new to this run follow in input order, and an input
-        whose size or mtime changed replaces its old rows in place (see :mod:`facequal.store`).
+        whose size or mtime changed replaces its old rows in place (see :mod:`facequal.pipeline.store`).
         """
         if output is None:
             tables = list(self.iter_tables(progress=progress))
@@ -245,7 +255,7 @@ class Job:
             # Every check of the output, then its lock, before any work (no model, no worker).
             done = store.prepare(overwrite=overwrite, resume=resume, inputs=getattr(self, "input_paths", []))
             # After a resume every earlier row keeps its place and new inputs follow (see
-            # facequal.store); parts carry output positions, so the merge needs no path lookups.
+            # facequal.pipeline.store); parts carry output positions, so the merge needs no path lookups.
             positions = None
             if done is not None:
                 paths = self.refs._paths if isinstance(self.refs, RefList) else pa.array(

@@ -266,3 +266,18 @@ def apply_calibration(raw: np.ndarray, calibration: dict[str, Any] | None) -> np
         z = np.interp(logit(raw), x, y)
         return 1.0 / (1.0 + np.exp(-z))
     return np.interp(raw, x, y)
+
+
+def to_tensor(crops: np.ndarray, contract: Contract) -> np.ndarray:
+    """Stack of (N, H, W, 3) uint8 RGB crops -> the float32 batch the model expects."""
+    crops = np.asarray(crops)
+    if contract.color == "BGR":
+        crops = crops[..., ::-1]
+    if contract.layout == "NCHW":
+        crops = crops.transpose(0, 3, 1, 2)
+    # One float copy in the final layout, then normalise in place.
+    x = np.ascontiguousarray(crops, dtype=np.float32)
+    shape = (1, 3, 1, 1) if contract.layout == "NCHW" else (1, 1, 1, 3)
+    x -= np.asarray(contract.mean, dtype=np.float32).reshape(shape)
+    x *= (1.0 / np.asarray(contract.std, dtype=np.float32)).reshape(shape)
+    return x

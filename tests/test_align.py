@@ -7,16 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from facequal.align import (
+from facequal.contract import ARCFACE_112, Contract, scaled_template, to_tensor
+from facequal.pipeline.align import (
     align_face,
     alignment_matrix,
     apply_transform,
     resize_bilinear_noaa,
     similarity_transform,
-    to_tensor,
     warp_affine,
 )
-from facequal.contract import ARCFACE_112, Contract, scaled_template
 
 CONTRACT = Contract(name="t", template=scaled_template(ARCFACE_112, 96 / 112), warp_size=(96, 96),
                     crop_size=(96, 96))

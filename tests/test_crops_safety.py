@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from facequal import api
 from facequal.cli import app
-from facequal.pipeline import crop_file_name
+from facequal.pipeline.run import crop_file_name
 
 runner = CliRunner()
 
@@ -119,7 +119,7 @@ def test_same_stem_images_get_their_own_crop(tmp_path, tiny_model):
 
 
 def test_crop_path_is_absolute_and_report_link_finds_it_from_elsewhere(tmp_path, tiny_model, monkeypatch):
-    from facequal.report import build_report
+    from facequal.curate.report import build_report
 
     work = tmp_path / "work"
     work.mkdir()

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from facequal import schema
-from facequal.decode import DecodeError, open_image
+from facequal.pipeline.decode import DecodeError, open_image
 
 
 def _save(path, im, **kw):

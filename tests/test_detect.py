@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from facequal.detect import Face, RetinaFace, decode_boxes, decode_landmarks, nms, pick_centred, pick_largest, priors
+from facequal.pipeline.detect import (
+    Face,
+    RetinaFace,
+    decode_boxes,
+    decode_landmarks,
+    nms,
+    pick_centred,
+    pick_largest,
+    priors,
+)
 
 
 def test_priors_count_and_order():

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facequal import cache
-from facequal.align import align_face, to_tensor
-from facequal.contract import contract_from_onnx_metadata
-from facequal.models import dlib_resnet
+from facequal.contract import contract_from_onnx_metadata, to_tensor
+from facequal.models import cache, dlib_resnet
+from facequal.pipeline.align import align_face
 
 # Five points of the astronaut's face in skimage.data.astronaut() (512x512): eye centres,
 # nose tip and mouth corners from dlib's 68-point shape predictor, rounded.

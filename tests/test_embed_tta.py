@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from facequal.align import align_face
 from facequal.cli import app
 from facequal.models import dlib_resnet
 from facequal.models.zoo import OnnxModel, resolve_model
+from facequal.pipeline.align import align_face
 
 # The astronaut's five points in skimage.data.astronaut() (as in test_dlib_resnet.py).
 ASTRONAUT_FIVE = np.array([[203.17, 101.50], [246.50, 104.17], [225.00, 127.00],

@@ -244,7 +244,7 @@ needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs L
 
 @needs_proc
 def test_report_checks_its_output_is_writable_before_rendering(tmp_path, monkeypatch):
-    from facequal.report import build
+    from facequal.curate.report import build
 
     def no_rendering(*args, **kwargs):
         raise AssertionError("thumbnails were made for an output that cannot be written")
@@ -258,12 +258,13 @@ def test_report_checks_its_output_is_writable_before_rendering(tmp_path, monkeyp
 @needs_proc
 @pytest.mark.parametrize("verb", ["eval", "calibrate"])
 def test_eval_checks_its_outputs_are_writable_before_computing(tmp_path, monkeypatch, verb):
-    from facequal import evaluate
+    from facequal.eval import calibrate, evaluate
 
     def no_work(*args, **kwargs):
         raise AssertionError("pairs were loaded for an output that cannot be written")
 
     monkeypatch.setattr(evaluate, "prepare_pairs", no_work)
+    monkeypatch.setattr(calibrate, "prepare_pairs", no_work)
     r = runner.invoke(app, [verb, "q.parquet", "-e", "e.parquet", "--all-pairs", "--json", "/proc/facequal.json"])
     one_line_error(r, "/proc/facequal.json")
     if verb == "eval":
@@ -273,7 +274,7 @@ def test_eval_checks_its_outputs_are_writable_before_computing(tmp_path, monkeyp
 
 @needs_proc
 def test_pool_checks_its_output_is_writable_before_reading(tmp_path, monkeypatch):
-    from facequal import pool
+    from facequal.curate import pool
 
     def no_reading(*args, **kwargs):
         raise AssertionError("inputs were read for an output that cannot be written")
@@ -514,7 +515,7 @@ def test_non_image_files_are_counted_in_the_summary(tmp_path, face_folder, tiny_
 
 
 def test_progress_without_a_terminal_prints_plain_lines(tmp_path, face_folder, tiny_model, capsys, monkeypatch):
-    from facequal import progress
+    from facequal.cli import progress
 
     def run(name: str) -> list[str]:
         bar = progress.RunProgress(label="scoring")  # stderr is captured: not a terminal

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from facequal import evaluate as ev
 from facequal.cli.app import app
+from facequal.eval import calibrate as cal
+from facequal.eval import evaluate as ev
 
 runner = CliRunner()
 N_PEOPLE, PER, DIM = 62, 4, 16
@@ -226,7 +227,7 @@ def test_calibrate_prints_a_threshold_for_filter(data, tmp_path):
 
 
 def test_calibrate_api_by_hand(data):
-    res = ev.calibrate(str(data["good"]), data["emb"], data["pairs"], fmr=0.05, target_fnmr=0.5)
+    res = cal.calibrate(str(data["good"]), data["emb"], data["pairs"], fmr=0.05, target_fnmr=0.5)
     rows = res.rows
     assert rows[0].images_discarded == 0 and rows[0].fnmr == pytest.approx(res.fnmr0)
     assert all(a.min_quality < b.min_quality for a, b in zip(rows, rows[1:], strict=False))
@@ -236,9 +237,9 @@ def test_calibrate_api_by_hand(data):
 
 
 def test_short_decimal():
-    assert ev.short_decimal(0.1234, 0.1301) == (0.13, "0.13")
-    assert ev.short_decimal(0.12, 0.1201) == (0.1201, "0.1201")
-    x, text = ev.short_decimal(float("-inf"), 0.61234)
+    assert cal.short_decimal(0.1234, 0.1301) == (0.13, "0.13")
+    assert cal.short_decimal(0.12, 0.1201) == (0.1201, "0.1201")
+    x, text = cal.short_decimal(float("-inf"), 0.61234)
     assert x <= 0.61234 and text == "0.6"
 
 

@@ -13,13 +13,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from facequal import schema
-from facequal.curate import (
-    Criteria,
-    filter_scores,
-    materialize,
-    safe_relative_parts,
-    select,
-)
+from facequal.curate.materialize import materialize, safe_relative_parts
+from facequal.curate.select import Criteria, filter_scores, select
 from facequal.errors import OutputExistsError, UserError
 
 runner = CliRunner()

@@ -2,9 +2,9 @@
 maths and the metric functions.
 
 The decode fuzzing feeds random bytes, and mutants of valid files in every supported format,
-to :func:`facequal.decode.open_image` (which must return an RGB image or raise DecodeError,
+to :func:`facequal.pipeline.decode.open_image` (which must return an RGB image or raise DecodeError,
 nothing else) and a sample of them on through detection and alignment
-(:func:`facequal.faces.process_image`, which must never raise).
+(:func:`facequal.pipeline.faces.process_image`, which must never raise).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from facequal import metrics as M
 from facequal import schema
-from facequal.align import (
+from facequal.contract import ARCFACE_112, Contract, scaled_template
+from facequal.eval import metrics as M
+from facequal.pipeline.align import (
     align_face,
     alignment_matrix,
     apply_transform,
@@ -31,8 +32,7 @@ from facequal.align import (
     transform_scale,
     warp_affine,
 )
-from facequal.contract import ARCFACE_112, Contract, scaled_template
-from facequal.decode import DecodeError, open_image
+from facequal.pipeline.decode import DecodeError, open_image
 
 FUZZ_MAX_PIXELS = 2_000_000          # mutated headers may declare any size: keep each decode small
 MAX_SECONDS_PER_FILE = 5.0
@@ -149,8 +149,9 @@ def test_random_bytes_never_escape_decode_error(magic, body):
 
 def test_mutants_through_detection_and_alignment(tmp_path, astronaut):
     """process_image (decode -> detect -> align) never raises, whatever the bytes."""
-    from facequal.detect import RetinaFace
-    from facequal.faces import FaceOptions, process_image
+    from facequal.options import FaceOptions
+    from facequal.pipeline.detect import RetinaFace
+    from facequal.pipeline.faces import process_image
 
     contract = Contract(name="t", template=scaled_template(ARCFACE_112, 96 / 112), warp_size=(96, 96),
                         crop_size=(96, 96))

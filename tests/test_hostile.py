@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from facequal import api, schema
 from facequal.cli import app
-from facequal.decode import DecodeError, open_image
 from facequal.errors import ModelError
-from facequal.sources import printable_path
+from facequal.pipeline.decode import DecodeError, open_image
+from facequal.pipeline.sources import printable_path
 
 runner = CliRunner()
 

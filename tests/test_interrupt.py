@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from facequal import api
-from facequal.store import RunStore, atomic_write_table
+from facequal.pipeline.store import RunStore, atomic_write_table
 
 N_IMAGES = 2000
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def test_sigkill_halfway_then_resume_equals_an_uninterrupted_run(tmp_path, astro
 def test_crash_while_writing_leaves_no_truncated_file(tmp_path, monkeypatch):
     """The final file is written to a temporary name and renamed: a crash in the middle of the
     write leaves the old file (or none) under the final name, and no temporary file behind."""
-    from facequal import store
+    from facequal.pipeline import store
 
     final = tmp_path / "out.parquet"
     good = pa.table({"x": pa.array(np.arange(1000))})
@@ -140,7 +140,7 @@ def test_crash_while_finishing_keeps_the_parts(tmp_path, face_folder, tiny_model
     """Killed while the parts are merged into the final file (just before its rename): nothing
     under the final name, no temporary file left behind, the parts kept, and --resume finishes
     the job without processing anything again."""
-    from facequal import pipeline
+    from facequal.pipeline import run as pipeline
 
     out = tmp_path / "s.parquet"
     full = api.score([face_folder], model=str(tiny_model), jobs=1, chunk_size=2)

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from facequal import api, schema
 from facequal.cli import app
 from facequal.errors import UserError
-from facequal.sources import ManifestRow, collect
+from facequal.pipeline.sources import ManifestRow, collect
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -241,7 +241,7 @@ def test_manifest_rows_are_light_views(tmp_path):
 def test_results_stream_chunk_by_chunk(tmp_path, tiny_model, monkeypatch):
     """A long manifest is processed chunk after chunk: the first rows come out after one chunk's
     work, not after the whole manifest's (memory holds one chunk's images at a time)."""
-    from facequal import pipeline
+    from facequal.pipeline import run as pipeline
 
     n = 3000
     m = _manifest(tmp_path / "m.parquet", {"path": [f"missing/{i}.jpg" for i in range(n)]})
@@ -262,7 +262,7 @@ def test_results_stream_chunk_by_chunk(tmp_path, tiny_model, monkeypatch):
 MILLION = textwrap.dedent("""
     import os, sys, time
     import pyarrow, pyarrow.compute, pyarrow.parquet
-    from facequal.sources import collect
+    from facequal.pipeline.sources import collect
 
     def rss():
         with open("/proc/self/statm") as f:

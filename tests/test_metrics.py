@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facequal import metrics as M
+from facequal.eval import metrics as M
 
 # A worked case: 10 pairs, 5 mated (M) and 5 non-mated (N).
 #

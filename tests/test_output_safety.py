@@ -19,10 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from facequal import api, pipeline, store
+from facequal import api
 from facequal.cli import app
 from facequal.errors import UserError
-from facequal.store import MARKER, RunStore
+from facequal.pipeline import run as pipeline
+from facequal.pipeline import store
+from facequal.pipeline.store import MARKER, RunStore
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -416,7 +418,7 @@ def test_disk_full_at_the_final_merge(tmp_path, tiny_model, monkeypatch, dataset
     monkeypatch.setattr(pipeline, "process_chunk", _no_space)   # the parts are kept: nothing to redo
     r = _score(tiny_model, imgs, "-o", out, "--resume")
     assert r.exit_code == 0, r.output
-    from facequal.tables import read_table
+    from facequal.schema import read_table
 
     assert [os.path.basename(p) for p in read_table(out).column("path").to_pylist()] == ["a.png", "b.png", "c.png"]
 

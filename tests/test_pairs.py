@@ -9,7 +9,7 @@ import pytest
 from conftest import shared_or_skip
 
 from facequal.errors import UserError
-from facequal.pairs import (
+from facequal.eval.pairs import (
     PathIndex,
     all_pairs,
     lfw_path,

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from facequal import api, schema
 from facequal.cli import app
-from facequal.sources import collect, printable_path
+from facequal.pipeline.sources import collect, printable_path
 
 runner = CliRunner()
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file names (bytes, backslashes)")
@@ -77,7 +77,7 @@ def test_copy_over_earlier_symlinks_replaces_them_with_real_files(tmp_path, mode
 # B8: non-UTF-8 names, backslashes, two spellings of one file
 # ---------------------------------------------------------------------------------------------
 def test_path_escaping_is_injective_and_undone_by_fs_path_of():
-    from facequal.sources import fs_path_of
+    from facequal.pipeline.sources import fs_path_of
 
     alphabet = [b"\\", b"x", b"f", b"9", b"a", b"\xff", b"\x9f", b"\xc3", b"\xa9", b"/", b"A"]
     shown: dict[str, bytes] = {}
@@ -174,7 +174,7 @@ def test_one_file_spelt_with_dot_or_double_slash_is_read_once(tmp_path):
 
 @posix_only
 def test_from_scores_and_report_open_escaped_names(tmp_path, tiny_model, face_folder):
-    from facequal.report import build_report
+    from facequal.curate.report import build_report
 
     d = tmp_path / "imgs"
     d.mkdir()

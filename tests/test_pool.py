@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from facequal.curate.pool import member_weights, pool, pool_arrays
 from facequal.errors import OutputExistsError, UserError
-from facequal.pool import member_weights, pool, pool_arrays
 
 runner = CliRunner()
 DIM = 16

@@ -26,10 +26,10 @@ from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from facequal import schema
-from facequal.curate import filter_scores
+from facequal.curate.report import build_report, sample_even
+from facequal.curate.report.build import quality_histogram
+from facequal.curate.select import filter_scores
 from facequal.errors import OutputExistsError
-from facequal.report import build_report, sample_even
-from facequal.report.build import quality_histogram
 
 XSS = "<img src=x onerror=alert(1)>.jpg"
 # Landmarks of the astronaut's face in skimage.data.astronaut() (512 x 512).
@@ -468,7 +468,7 @@ def test_browser_hash_sets_threshold_and_groups(chrome, faces_dir, tmp_path):
 
 def test_browser_large_report_renders_lazily(chrome, tmp_path, monkeypatch):
     """20,000 tiles: only the rows near the viewport exist in the DOM, and scrolling renders more."""
-    import facequal.report.build as rb
+    import facequal.curate.report.build as rb
 
     tiny = Image.new("RGB", (80, 80), (180, 140, 120))
     import io

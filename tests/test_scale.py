@@ -13,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from facequal import api, store
+from facequal import api
 from facequal.cli import app
-from facequal.store import ORDINAL, RunStore
-from facequal.tables import read_table
+from facequal.pipeline import store
+from facequal.pipeline.store import ORDINAL, RunStore
+from facequal.schema import read_table
 
 runner = CliRunner()
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from facequal import api, schema
 from facequal.cli import app
-from facequal.store import RunStore
+from facequal.pipeline.store import RunStore
 
 runner = CliRunner()
 
@@ -187,6 +187,6 @@ def test_dataset_directory_output(tmp_path, face_folder, tiny_model):
     assert r.exit_code == 0, r.output
     files = sorted(os.listdir(out))
     assert files == [".facequal-dataset.json", "part-00000.parquet"]   # the parts and facequal's marker
-    from facequal.tables import read_table
+    from facequal.schema import read_table
 
     assert read_table(out).num_rows == 5

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from facequal.errors import UserError
-from facequal.sources import collect, in_shard, parse_shard
+from facequal.pipeline.sources import collect, in_shard, parse_shard
 
 
 def _touch(p):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -78,8 +79,8 @@ def filter_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
     """Select faces by quality, status or face size; write rows, a path list, or copies/links."""
-    from facequal.checks import check_unit
-    from facequal.curate import filter_scores, stdout_binary
+    from facequal.curate.select import filter_scores
+    from facequal.options import check_unit
 
     # Qualities are probabilities: a threshold outside [0, 1] keeps all or nothing (and used to
     # leave an empty --to folder). Checked before anything is read or created.
@@ -89,7 +90,7 @@ def filter_cmd(
     paths_out = None
     table_out = None
     if output == "-":
-        paths_out = stdout_binary()
+        paths_out = sys.stdout.buffer  # image paths on stdout, as bytes
     elif output is not None and output.lower().endswith(".parquet"):
         table_out = output
     elif output is not None:
@@ -193,7 +194,7 @@ def report_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Write a self-contained HTML contact sheet of the faces, ranked by quality."""
-    from facequal.report import build_report
+    from facequal.curate.report import build_report
 
     res = build_report(
         scores,
@@ -255,7 +256,7 @@ def pool_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Pool the embeddings of each set into one quality-weighted, L2-normalised template."""
-    from facequal.pool import pool
+    from facequal.curate.pool import pool
 
     res = pool(
         scores,

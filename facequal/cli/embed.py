@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from facequal.cli import options as o
+from facequal import options
+from facequal.cli import flags as o
 from facequal.cli.app import app, handles_errors
-from facequal.cli.options import run_job
-from facequal.cli.score import check_found_inputs
+from facequal.cli.score import check_found_inputs, run_job
 
 
 @app.command("embed")
@@ -20,19 +20,19 @@ def embed_cmd(
     from_scores: Path = typer.Option(None, "--from-scores", help="Embed exactly the faces of this scores file."),
     model: str = typer.Option(None, "--model", help="Embedding model: 'dlib-resnet-v1' (default) or an ONNX path."),
     contract: o.Contract = None,
-    faces: o.Faces = "largest",
-    det_size: o.DetSize = 640,
-    det_threshold: o.DetThreshold = 0.6,
-    min_face: o.MinFace = 0.0,
-    pad: o.Pad = 0.0,
+    faces: o.Faces = options.FACES,
+    det_size: o.DetSize = options.DET_SIZE,
+    det_threshold: o.DetThreshold = options.DET_THRESHOLD,
+    min_face: o.MinFace = options.MIN_FACE,
+    pad: o.Pad = options.PAD,
     path_column: o.PathColumn = "path",
     identity_from: o.IdentityFrom = None,
     shard: o.Shard = None,
-    batch_size: o.BatchSize = 32,
+    batch_size: o.BatchSize = options.EMBED_BATCH_SIZE,
     jobs: o.Jobs = 0,
-    threads: o.Threads = 1,
-    device: o.Device = "cpu",
-    backend: o.Backend = "local",
+    threads: o.Threads = options.THREADS,
+    device: o.Device = options.DEVICE,
+    backend: o.Backend = options.BACKEND,
     scheduler: o.Scheduler = None,
     flip_tta: bool = typer.Option(None, "--flip-tta/--no-flip-tta",
                                   help="Average each embedding with that of the mirrored face "

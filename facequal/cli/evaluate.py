@@ -33,8 +33,8 @@ def _cell(e: Any, digits: int = 4) -> str:
 def _pair_options(pairs: str | None, folds: str | None, all_pairs: bool, by: str, identities: str | None,
                   per_identity: int, non_mated: int, match_suffix: int | None, missing: str, seed: int,
                   embedding_column: str) -> dict[str, Any]:
-    from facequal.checks import check_int
-    from facequal.pairs import parse_folds
+    from facequal.eval.pairs import parse_folds
+    from facequal.options import check_int
 
     check_int("--per-identity", per_identity, 1)
     check_int("--non-mated", non_mated, 1)
@@ -83,9 +83,10 @@ def eval_command(
     """Evaluate quality sources on verification pairs: the paper's ERC, the EDC, bootstrap intervals."""
     from rich.console import Console
 
-    from facequal.checks import check_int, check_output_writable
-    from facequal.evaluate import evaluate, to_json, write_json
-    from facequal.plot import plot_paths, write_plot
+    from facequal._io import check_output_writable
+    from facequal.eval.evaluate import evaluate, to_json, write_json
+    from facequal.eval.plot import plot_paths, write_plot
+    from facequal.options import check_int
 
     # Refuse outputs that exist or cannot be written, and options out of range, before any work.
     check_int("--bootstrap", bootstrap, 0)
@@ -170,8 +171,9 @@ def calibrate_command(
     """Trade-off of a quality threshold, and the one to use: prints it on stdout for `filter --min`."""
     from rich.table import Table
 
-    from facequal.checks import check_output_writable
-    from facequal.evaluate import calibrate, to_json, write_json
+    from facequal._io import check_output_writable
+    from facequal.eval.calibrate import calibrate
+    from facequal.eval.evaluate import to_json, write_json
 
     if json_out and json_out != "-":
         check_output_writable(json_out, overwrite)

@@ -1,4 +1,5 @@
-"""`facequal score`: detect, align and score every face; write Parquet."""
+"""`facequal score`: detect, align and score every face; write Parquet. Also what `embed` shares:
+running a job with its progress bar and summary, and the check that inputs were found."""
 
 from __future__ import annotations
 
@@ -6,20 +7,15 @@ from pathlib import Path
 
 import typer
 
-from facequal.cli import options as o
+from facequal import options
+from facequal.cli import flags as o
 from facequal.cli.app import app, err_console, handles_errors, say, warn
-from facequal.cli.options import run_job
-from facequal.models import DEFAULT_BATCH
-
-# facequal.decode.DEFAULT_MAX_PIXELS, spelled out: importing decode (numpy, Pillow) would slow
-# every command's start. The default is explicit, so --max-pixels 0 is refused, not the default.
-MAX_PIXELS = 100_000_000
 
 
 def print_summary(summary, elapsed: float, output: str, stats: dict[str, int] | None = None) -> int:
     """Print the end-of-run summary table on stderr; returns the number of bad inputs.
 
-    ``summary`` is the run's :class:`facequal.store.RunSummary` (counted while the output was
+    ``summary`` is the run's :class:`facequal.pipeline.store.RunSummary` (counted while the output was
     written, so no table is held); ``stats`` (``Sources.stats``) adds an "inputs" line.
     """
     from rich.table import Table
@@ -54,7 +50,7 @@ def check_found_inputs(job, inputs: list[Path] | None, *, resume: bool, from_sco
     to exit 0 with an empty output and no word. With a manifest, ``--from-scores`` or ``--resume``
     an empty input list can be meant (a filtered manifest, a finished run), so it is a warning."""
     from facequal.errors import UserError
-    from facequal.sources import IMAGE_EXTENSIONS, MANIFEST_EXTENSIONS, printable_path
+    from facequal.pipeline.sources import IMAGE_EXTENSIONS, MANIFEST_EXTENSIONS, printable_path
 
     if job.n_found:
         if not len(job.refs):
@@ -69,6 +65,29 @@ def check_found_inputs(job, inputs: list[Path] | None, *, resume: bool, from_sco
         warn(why + "; the output will be empty")
         return
     raise UserError(why + f" (image files end in {', '.join(sorted(IMAGE_EXTENSIONS))})")
+
+
+def run_job(job, output: str, *, overwrite: bool, resume: bool, quiet: bool, label: str) -> None:
+    """Run ``job`` into ``output`` with a progress bar, then print the summary (unless quiet).
+
+    The output is checked and locked before any work (:meth:`facequal.api.Job.run`). An OS
+    error that stops the run (a full disk, a file system gone read-only) is one line: the
+    previous output is replaced only by a finished one, so it is still there.
+    """
+    from facequal._io import os_error_message
+    from facequal.cli.progress import RunProgress
+    from facequal.errors import UserError
+
+    progress = RunProgress(quiet=quiet, label=label)
+    try:
+        job.run(output, overwrite=overwrite, resume=resume, progress=progress, collect=False)
+    except OSError as e:
+        raise UserError(f"{os_error_message(e, e.filename or output)}; the run stopped, and {output} is as it "
+                        "was before it (rerun with --resume to go on)") from None
+    finally:
+        progress.stop()
+    if not quiet:
+        print_summary(job.summary, progress.elapsed, output, stats=job.sources.stats)
 
 
 def count_bad(summary) -> int:
@@ -86,22 +105,23 @@ def score_cmd(
     from_scores: Path = typer.Option(None, "--from-scores", help="Score exactly the faces of a scores file."),
     model: str = typer.Option(None, "--model", help="Bundled model name or path to an ONNX file."),
     contract: o.Contract = None,
-    faces: o.Faces = "largest",
-    det_size: o.DetSize = 640,
-    det_threshold: o.DetThreshold = 0.6,
-    min_face: o.MinFace = 0.0,
-    pad: o.Pad = 0.0,
+    faces: o.Faces = options.FACES,
+    det_size: o.DetSize = options.DET_SIZE,
+    det_threshold: o.DetThreshold = options.DET_THRESHOLD,
+    min_face: o.MinFace = options.MIN_FACE,
+    pad: o.Pad = options.PAD,
     aligned: bool = typer.Option(False, "--aligned", help="Inputs are already-aligned crops: skip detection."),
-    max_pixels: int = typer.Option(MAX_PIXELS, "--max-pixels",
+    # The default is explicit, so --max-pixels 0 is refused, not taken for the default.
+    max_pixels: int = typer.Option(options.MAX_PIXELS, "--max-pixels",
                                    help="Images with more pixels get the status too_large (>= 1)."),
     path_column: o.PathColumn = "path",
     identity_from: o.IdentityFrom = None,
     shard: o.Shard = None,
-    batch_size: o.BatchSize = DEFAULT_BATCH,
+    batch_size: o.BatchSize = options.BATCH_SIZE,
     jobs: o.Jobs = 0,
-    threads: o.Threads = 1,
-    device: o.Device = "cpu",
-    backend: o.Backend = "local",
+    threads: o.Threads = options.THREADS,
+    device: o.Device = options.DEVICE,
+    backend: o.Backend = options.BACKEND,
     scheduler: o.Scheduler = None,
     save_crops: Path = typer.Option(None, "--save-crops", help="Write the aligned crops (PNG) here."),
     overwrite: o.Overwrite = False,

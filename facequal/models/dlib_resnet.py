@@ -58,8 +58,8 @@ from typing import Any
 import numpy as np
 
 from facequal._io import atomic_write
-from facequal.cache import cache_dir as default_cache_dir
 from facequal.contract import METADATA_KEY, Contract
+from facequal.models.cache import cache_dir as default_cache_dir
 
 DIST_NAME = "face-recognition-models"
 DAT_RELPATH = "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"
@@ -495,7 +495,7 @@ def convert(dat_path: str | Path, onnx_path: str | Path) -> None:
 def dlib_model_path(cache_dir: str | Path | None = None) -> Path:
     """Path of the converted ONNX model, converting it on first use.
 
-    The file lives in ``cache_dir`` (default: :func:`facequal.cache.cache_dir`) under a name
+    The file lives in ``cache_dir`` (default: :func:`facequal.models.cache.cache_dir`) under a name
     keyed by the source .dat's sha256, so a different source builds a new file. It is written
     to a temporary file and renamed into place, so readers never see a half-written model.
     """

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from facequal.contract import Contract, ContractError, contract_from_onnx_metadata
+from facequal.contract import Contract, ContractError, contract_from_onnx_metadata, to_tensor
 from facequal.errors import ModelError
-from facequal.models import DEFAULT_BATCH
+from facequal.options import BATCH_SIZE
 
 DEFAULT_QUALITY_MODEL = "lightqnet-dm100"
 DEFAULT_EMBEDDING_MODEL = "dlib-resnet-v1"
@@ -127,7 +127,7 @@ class OnnxModel:
     """A loaded model: runs batches of aligned uint8 crops through onnxruntime."""
 
     def __init__(self, spec: ModelSpec, *, threads: int = 0, device: str = "cpu",
-                 batch_size: int = DEFAULT_BATCH, flip_tta: bool = False) -> None:
+                 batch_size: int = BATCH_SIZE, flip_tta: bool = False) -> None:
         self.spec = spec
         self.flip_tta = flip_tta
         self.contract = spec.contract
@@ -143,8 +143,6 @@ class OnnxModel:
 
     def run(self, crops: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 crops -> the model's output for each, stacked along axis 0."""
-        from facequal.align import to_tensor
-
         c = self.contract
         outs = []
         for i in range(0, len(crops), self.batch_size):

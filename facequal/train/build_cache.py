@@ -232,9 +232,10 @@ _WORKER: dict[str, Any] = {}
 
 def _detector() -> Any:
     if "det" not in _WORKER:
-        from facequal.detect import RetinaFace
+        from facequal.options import DET_SIZE, DET_THRESHOLD
+        from facequal.pipeline.detect import RetinaFace
 
-        _WORKER["det"] = RetinaFace()
+        _WORKER["det"] = RetinaFace(det_size=DET_SIZE, threshold=DET_THRESHOLD)
     return _WORKER["det"]
 
 
@@ -256,9 +257,9 @@ def prepare_photo(path: str, image_id: int, cfg: BuildConfig) -> dict[str, Any] 
     """Detect, align and vary one photo: the teacher and student crops of each variant (None: no face)."""
     from PIL import ImageOps
 
-    from facequal.align import align_face
-    from facequal.decode import DecodeError, load_rgb
-    from facequal.detect import pick_centred
+    from facequal.pipeline.align import align_face
+    from facequal.pipeline.decode import DecodeError, load_rgb
+    from facequal.pipeline.detect import pick_centred
     from facequal.train.degrade import border_bands, random_degradation
     from facequal.train.framing import hflip_landmarks
 
@@ -309,7 +310,7 @@ class Teacher:
         self.features_output = DLIB_CONTRACT.extra.get("features_output", "features")
 
     def __call__(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from facequal.align import to_tensor
+        from facequal.contract import to_tensor
 
         x = to_tensor(crops, self.contract)
         emb, feat = self.session.run([self.contract.output_name, self.features_output],

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from facequal.align import apply_transform, invert_transform, similarity_transform, warp_affine
 from facequal.contract import ARCFACE_112, Contract, scaled_template
+from facequal.pipeline.align import apply_transform, invert_transform, similarity_transform, warp_affine
 
 STUDENT_SIZE = 96
 # (x - 127.5) / 128: symmetric around mid-grey, within (-1, 1).
@@ -67,7 +67,7 @@ def crop_template(contract: Contract) -> np.ndarray:
     t = contract.template_array()
     sx = contract.crop_size[0] / contract.warp_size[0]
     sy = contract.crop_size[1] / contract.warp_size[1]
-    # half-pixel-centre resize, as facequal.align.alignment_matrix
+    # half-pixel-centre resize, as facequal.pipeline.align.alignment_matrix
     return np.stack([(t[:, 0] + 0.5) * sx - 0.5, (t[:, 1] + 0.5) * sy - 0.5], axis=1)
 
 

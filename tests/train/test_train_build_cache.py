@@ -126,7 +126,7 @@ def test_smoke_on_shared_cfp(tmp_path: Path) -> None:
         from facequal.models.dlib_resnet import dlib_model_path
 
         dlib_model_path()
-        from facequal.detect import RetinaFace
+        from facequal.pipeline.detect import RetinaFace
 
         RetinaFace()
     except Exception as e:  # noqa: BLE001 - any missing model makes this a skip

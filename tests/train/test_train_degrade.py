@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facequal.align import align_face
 from facequal.contract import Contract
+from facequal.pipeline.align import align_face
 from facequal.train import degrade
 from facequal.train.framing import (
     canonical_framing,

@@ -1,5 +1,6 @@
-"""Options that `score` and `embed` share (one declaration each), and running a job with its
-progress bar and summary."""
+"""The typer declarations of the options that `score` and `embed` share (one declaration each).
+
+Their defaults come from :mod:`facequal.options`, the one place for each default."""
 
 from __future__ import annotations
 
@@ -30,27 +31,3 @@ Backend = Annotated[str, typer.Option("--backend", help="local (worker processes
 Scheduler = Annotated[str, typer.Option("--scheduler", help="Dask scheduler (tcp://HOST:PORT) for --backend dask.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
-
-
-def run_job(job, output: str, *, overwrite: bool, resume: bool, quiet: bool, label: str) -> None:
-    """Run ``job`` into ``output`` with a progress bar, then print the summary (unless quiet).
-
-    The output is checked and locked before any work (:meth:`facequal.api.Job.run`). An OS
-    error that stops the run (a full disk, a file system gone read-only) is one line: the
-    previous output is replaced only by a finished one, so it is still there.
-    """
-    from facequal._io import os_error_message
-    from facequal.cli.score import print_summary
-    from facequal.errors import UserError
-    from facequal.progress import RunProgress
-
-    progress = RunProgress(quiet=quiet, label=label)
-    try:
-        job.run(output, overwrite=overwrite, resume=resume, progress=progress, collect=False)
-    except OSError as e:
-        raise UserError(f"{os_error_message(e, e.filename or output)}; the run stopped, and {output} is as it "
-                        "was before it (rerun with --resume to go on)") from None
-    finally:
-        progress.stop()
-    if not quiet:
-        print_summary(job.summary, progress.elapsed, output, stats=job.sources.stats)

@@ -1,25 +1,51 @@
-"""Range checks of numeric options, run before any work: a value outside its domain stops the run
-with one line naming the flag (a bad ``--det-size`` or ``--pad`` used to produce an empty output
-with exit code 0).
+"""The options of a scoring / embedding run: the one place for each default, the domains of the
+options, and the range checks run before any work.
 
-Library functions raise these errors with the command-line flag's name too, so that the message
-is the same whichever way facequal is called.
+Every default lives here once: the command-line declarations (:mod:`facequal.cli`),
+:class:`facequal.api.Job`, :class:`FaceOptions`, the detector (:class:`facequal.pipeline.detect.RetinaFace`)
+and the training cache builder all read them from this module. It imports nothing heavy (no numpy,
+no Pillow), so that ``facequal --help`` stays fast.
+
+A value outside its domain stops the run with one line naming the flag (a bad ``--det-size`` or
+``--pad`` used to produce an empty output with exit code 0). Library functions raise these errors
+with the command-line flag's name too, so that the message is the same whichever way facequal is
+called.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import os
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from facequal.errors import UserError
+
+# ---------------------------------------------------------------------------------------------
+# Defaults of `score` / `embed` (and of the API, the detector and the training cache builder)
+# ---------------------------------------------------------------------------------------------
+FACES = "largest"                # which faces of an image: "largest", "center" or "all"
+DET_SIZE = 640                   # longer side the detector sees (larger images are downscaled)
+DET_THRESHOLD = 0.6              # detector confidence threshold
+MIN_FACE = 0.0                   # faces whose box is smaller (pixels) are ignored
+PAD = 0.0                        # canvas padding, as a fraction of the image's side (tight crops)
+MAX_PIXELS = 100_000_000         # 100 MP: above this an image is refused (status too_large)
+MAX_SIDE = 4096                  # JPEGs larger than this are decoded at a reduced scale
+# Faces per model call on a CPU: LightQNet's stride-1 stem keeps 16 x 96 x 96 activations per
+# face, so at 16 faces a call they stay in cache; at 64 the same model runs 10-20% slower
+# (bench/score_only.py --sweep). Larger batches suit a GPU (--batch-size).
+BATCH_SIZE = 16
+EMBED_BATCH_SIZE = 32            # `facequal embed`'s default --batch-size
+CHUNK_SIZE = 64                  # images per chunk sent to a worker
+THREADS = 1                      # onnxruntime threads per worker
+DEVICE = "cpu"
+BACKEND = "local"
 
 # Domains of the options of `score` / `embed` (and of FaceOptions, which carries the first five).
 DET_SIZE_RANGE = (32, 4096)      # below 32 the detector sees nothing; above, memory with no gain
 PAD_MAX = 4.0                    # a canvas 9x the image's side: anything larger only wastes time
 FACE_CHOICES = ("largest", "center", "all")
+BACKENDS = ("local", "dask")
 
 
 def _is_int(value: Any) -> bool:
@@ -66,7 +92,7 @@ def _domain(lo: float | None, hi: float | None, lo_open: bool = False) -> str:
 
 def check_face_options(*, faces: str, det_size: int, det_threshold: float, min_face: float,
                        pad: float, max_pixels: int | None = None, max_side: int | None = None) -> None:
-    """The domains of the detection / alignment options (:class:`facequal.faces.FaceOptions`);
+    """The domains of the detection / alignment options (:class:`FaceOptions`);
     ``max_pixels`` / ``max_side`` None are not checked (the defaults)."""
     if faces not in FACE_CHOICES:
         raise UserError(f"--faces must be one of {', '.join(FACE_CHOICES)}, not {faces!r}")
@@ -100,14 +126,22 @@ def check_unit(flag: str, value: float | None) -> float | None:
     return None if value is None else check_float(flag, value, 0.0, 1.0)
 
 
-def check_output_writable(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """:func:`facequal.curate.check_output` (not a folder, not an existing file without
-    ``overwrite``, the parent folder exists), then make sure a file can be created in that folder
-    (a read-only file system, ``/proc``): run before any rendering or computing, so a report or an
-    evaluation is not done for nothing."""
-    from facequal import _io
-    from facequal.curate import check_output
+@dataclass(frozen=True)
+class FaceOptions:
+    """How faces are found: the `score` / `embed` options that shape detection and alignment."""
 
-    p = check_output(path, overwrite)
-    _io.probe_writable(p.parent if str(p.parent) else Path("."), p)
-    return p
+    faces: str = FACES
+    det_size: int = DET_SIZE
+    det_threshold: float = DET_THRESHOLD
+    min_face: float = MIN_FACE
+    pad: float = PAD
+    aligned: bool = False
+    max_pixels: int = MAX_PIXELS
+    max_side: int = MAX_SIDE
+
+    def __post_init__(self) -> None:
+        # Refused here, before any image is read: out of their domain these options used to
+        # give an empty output and exit code 0 (a negative --det-size, a NaN --det-threshold).
+        check_face_options(faces=self.faces, det_size=self.det_size, det_threshold=self.det_threshold,
+                           min_face=self.min_face, pad=self.pad, max_pixels=self.max_pixels,
+                           max_side=self.max_side)

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from facequal import schema
 from facequal.errors import UserError
-from facequal.tables import read_table, require_columns, require_group_column
+from facequal.schema import read_table, require_columns, require_group_column
 
 DEFAULT_MAX_FACES = 30_000
 DEFAULT_THUMB_SIZE = 80
@@ -130,8 +130,8 @@ def _thumb_job(
     items: Sequence[tuple[int, str, str | None, list | None]], size: int, fmt: str, quality: int
 ) -> list[tuple[int, str | None, str | None]]:
     """Make base64 thumbnails for (index, image path, crop path, landmarks); errors as values."""
-    from facequal.decode import Decoded, DecodeError, open_image
-    from facequal.thumbs import encode, face_thumbnail, load_crop_thumbnail
+    from facequal.curate.report.thumbs import encode, face_thumbnail, load_crop_thumbnail
+    from facequal.pipeline.decode import Decoded, DecodeError, open_image
 
     out: list[tuple[int, str | None, str | None]] = []
     cache: tuple[str, object] | None = None  # the last decoded image (items come sorted by path)
@@ -196,7 +196,7 @@ def _json_for_script(obj: object) -> str:
 
 def render_html(payload: dict, title: str) -> str:
     """Fill the template with an HTML-escaped title and the JSON payload."""
-    template = resources.files("facequal.report").joinpath("template.html").read_text(encoding="utf-8")
+    template = resources.files("facequal.curate.report").joinpath("template.html").read_text(encoding="utf-8")
     values = {"TITLE": html.escape(title, quote=True), "DATA": _json_for_script(payload)}
     # One pass, so text inserted for one placeholder is never scanned for another.
     return re.sub(r"\{\{(TITLE|DATA)\}\}", lambda m: values[m.group(1)], template)
@@ -243,9 +243,9 @@ def build_report(
     else are aligned from the image and its landmarks; ``link`` points tiles at the crops on disk
     instead of embedding them. Relative paths in the score file are taken against ``base``.
     """
-    from facequal.checks import check_int, check_output_writable
-    from facequal.curate import write_atomic
-    from facequal.thumbs import FORMATS, MIME
+    from facequal._io import check_output_writable, write_output
+    from facequal.curate.report.thumbs import FORMATS, MIME
+    from facequal.options import check_int
 
     out = check_output_writable(output, overwrite)  # before any thumbnail is made
     if order not in ORDERS:
@@ -295,7 +295,7 @@ def build_report(
     lms = shown["landmarks"].to_pylist() if "landmarks" in shown.column_names else [None] * len(paths)
 
     def absolute(p: str | None) -> str | None:
-        from facequal.sources import fs_path_of  # the real name of an escaped non-UTF-8 path
+        from facequal.pipeline.sources import fs_path_of  # the real name of an escaped non-UTF-8 path
 
         return None if not p else os.path.normpath(os.path.join(base_dir, fs_path_of(p)))
 
@@ -377,7 +377,7 @@ def build_report(
         },
     }
     page = render_html(payload, title or (f"facequal report: {src_name}" if src_name else "facequal report"))
-    write_atomic(out, page, overwrite=overwrite)
+    write_output(out, page, overwrite=overwrite)
     return ReportResult(
         path=str(out),
         n_faces=n_faces,

@@ -1,8 +1,8 @@
 """Compose the stages: references in chunks -> (decode, detect, align, model) in workers -> tables.
 
-Chunks are processed in parallel with joblib (local worker processes) or on a Dask cluster
-(:mod:`facequal.backends`) and come back in input order, so the rows are the same whatever the
-number of workers or the backend. Each worker loads the detector and the model once and runs
+Chunks are processed by an executor (:mod:`facequal.pipeline.executors`: this process, local
+worker processes, or a Dask cluster) and come back in input order, so the rows are the same
+whatever the number of workers or the backend. Each worker loads the detector and the model once and runs
 them with one onnxruntime thread by default (no oversubscription, identical floats). Only
 paths go to the workers and only rows come back: images are decoded where they are used.
 """
@@ -15,7 +15,6 @@ import itertools
 import os
 import re
 import threading
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +23,12 @@ import numpy as np
 import pyarrow as pa
 
 from facequal import schema
-from facequal.faces import FaceOptions, ImageResult, process_image
-from facequal.models import DEFAULT_BATCH
 from facequal.models.zoo import ModelSpec, OnnxModel
-from facequal.sources import ImageRef, printable_path
-from facequal.store import ORDINAL
-
-DEFAULT_CHUNK = 64
+from facequal.options import BATCH_SIZE, CHUNK_SIZE, DEVICE, THREADS, FaceOptions
+from facequal.pipeline.executors import make_executor
+from facequal.pipeline.faces import ImageResult, process_image
+from facequal.pipeline.sources import ImageRef, printable_path
+from facequal.pipeline.store import ORDINAL
 
 
 @dataclass(frozen=True)
@@ -39,9 +37,9 @@ class WorkerConfig:
 
     model: ModelSpec
     faces: FaceOptions
-    batch_size: int = DEFAULT_BATCH
-    threads: int = 1
-    device: str = "cpu"
+    batch_size: int = BATCH_SIZE
+    threads: int = THREADS
+    device: str = DEVICE
     save_crops: str | None = None
     given_faces: bool = False       # faces come with the inputs: no detector needed
     flip_tta: bool = False          # embeddings: average with the mirrored crop's
@@ -62,8 +60,8 @@ def _load(cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
 
 def _load_locked(key: Any, cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
     if key not in _LOADED:
-        from facequal.detect import RetinaFace
         from facequal.models.retinaface import retinaface_session
+        from facequal.pipeline.detect import RetinaFace
 
         det = None
         if not cfg.faces.aligned and not cfg.given_faces:
@@ -243,7 +241,7 @@ def chunk_items(chunk: Sequence[tuple[int, ImageRef]]) -> list[tuple[int, str, s
 
 
 def run_chunks(todo: Iterable[tuple[int, ImageRef]], cfg: WorkerConfig, *, jobs: int,
-               chunk_size: int = DEFAULT_CHUNK, backend: str = "local", scheduler: str | None = None
+               chunk_size: int = CHUNK_SIZE, backend: str = "local", scheduler: str | None = None
                ) -> Iterator[tuple[list[tuple[int, ImageRef]], list[dict[str, Any]]]]:
     """Process every chunk (in parallel when ``jobs`` > 1 or on Dask); yields (chunk, rows) in
     input order.
@@ -251,55 +249,5 @@ def run_chunks(todo: Iterable[tuple[int, ImageRef]], cfg: WorkerConfig, *, jobs:
     At most ``2 * jobs`` chunks (with Dask: twice the cluster's threads) are in flight, so
     memory does not grow with the input count.
     """
-    chunks = chunked(todo, chunk_size)
-    if backend == "dask":
-        from facequal.backends import dask_map_ordered
-
-        if scheduler is None:
-            raise ValueError("the dask backend needs a scheduler address")
-        yield from dask_map_ordered(chunks, lambda ch: (process_chunk, chunk_items(ch), cfg), scheduler)
-        return
-    if jobs <= 1:
-        for ch in chunks:
-            yield ch, process_chunk(chunk_items(ch), cfg)
-        return
-    from joblib import Parallel, delayed
-    from joblib.externals.loky.process_executor import TerminatedWorkerError
-
-    pending: list[list[tuple[int, ImageRef]]] = []
-
-    def tasks():
-        for ch in chunks:
-            pending.append(ch)
-            yield delayed(process_chunk)(chunk_items(ch), cfg)
-
-    par = Parallel(n_jobs=jobs, return_as="generator", prefer="processes", pre_dispatch="2*n_jobs")
-    results = par(tasks())
-    try:
-        for rows in results:
-            yield pending.pop(0), rows
-    except TerminatedWorkerError as e:  # killed from outside (the OOM killer, a signal)
-        from facequal.errors import UserError
-
-        raise UserError(f"a worker process died ({_exit_reason(e)}); the chunks finished before "
-                        "it are kept (rerun with --resume to go on)") from None
-    finally:
-        # Stopped early (Ctrl-C, SIGTERM, an error in the caller): close joblib's generator here,
-        # in this thread, which kills the worker processes now instead of leaving them running
-        # until garbage collection (they held ~180 MB each for minutes after a SIGTERM). joblib
-        # warns that the tasks in flight were cancelled: that is the point, and the message
-        # would break "one line on stderr".
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            results.close()
-
-
-def _exit_reason(e: BaseException) -> str:
-    """What joblib says about a dead worker, shortened to its exit code (one line)."""
-    m = re.search(r"exit codes? of the workers? (?:are|is) \{?([^}\n]*)\}?", str(e))
-    if not m:
-        return "it was killed"
-    codes = m.group(1).strip()
-    if "SIGKILL" in codes:
-        return f"exit code {codes}: out of memory?"
-    return f"exit code {codes}"
+    executor = make_executor(backend, jobs, scheduler)
+    yield from executor.map_ordered(process_chunk, chunked(todo, chunk_size), lambda ch: (chunk_items(ch), cfg))

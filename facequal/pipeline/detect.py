@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from facequal.options import DET_SIZE, DET_THRESHOLD, MIN_FACE, PAD
+
 STEPS = (8, 16, 32)
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCES = (0.1, 0.2)
@@ -197,8 +199,8 @@ class RetinaFace:
     SPECIALISE_AFTER = 8
     MAX_SPECIALISED = 4
 
-    def __init__(self, session=None, *, det_size: int = 640, threshold: float = 0.6,
-                 min_face: float = 0.0, pad: float = 0.0, retry_pad: float = 0.5,
+    def __init__(self, session=None, *, det_size: int = DET_SIZE, threshold: float = DET_THRESHOLD,
+                 min_face: float = MIN_FACE, pad: float = PAD, retry_pad: float = 0.5,
                  fixed_session: Callable[..., Any] | None = None) -> None:
         if session is None:
             from facequal.models.retinaface import retinaface_session

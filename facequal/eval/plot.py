@@ -17,7 +17,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 if TYPE_CHECKING:
-    from facequal.evaluate import EvalResult
+    from facequal.eval.evaluate import EvalResult
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
@@ -326,12 +326,12 @@ def plot_paths(prefix: str | Path) -> tuple[Path, Path]:
 def write_plot(result: EvalResult, prefix: str | Path, overwrite: bool = False,
                fmr_index: int = 0) -> tuple[Path, Path]:
     """Write the ERC/EDC figure as PNG and SVG, atomically; returns both paths."""
-    from facequal.curate import check_output, write_atomic
+    from facequal._io import check_output, write_output
 
     png, svg = plot_paths(prefix)
     for p in (png, svg):
         check_output(p, overwrite)
     panels = eval_panels(result, fmr_index)
-    write_atomic(svg, render_svg(panels), overwrite=overwrite)
-    write_atomic(png, render_png(panels), overwrite=overwrite)
+    write_output(svg, render_svg(panels), overwrite=overwrite)
+    write_output(png, render_png(panels), overwrite=overwrite)
     return png, svg

@@ -116,7 +116,7 @@ def align_face(image: Image.Image, landmarks: np.ndarray, contract: Contract) ->
     """Cut the face at ``landmarks`` (5 x 2 detector points) out of ``image`` as the contract says.
 
     Returns an (H, W, 3) uint8 RGB crop of ``contract.crop_size`` (before colour order,
-    normalisation and layout, which :func:`to_tensor` applies).
+    normalisation and layout, which :func:`facequal.contract.to_tensor` applies).
     """
     pts = contract.select_landmarks(landmarks)
     m = similarity_transform(pts, contract.template_array())
@@ -138,18 +138,3 @@ def alignment_matrix(landmarks: np.ndarray, contract: Contract) -> np.ndarray:
         # half-pixel-centre resize: x' = (x + 0.5) * s - 0.5
         m = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]]) @ np.vstack([m, [0, 0, 1]])
     return m
-
-
-def to_tensor(crops: np.ndarray, contract: Contract) -> np.ndarray:
-    """Stack of (N, H, W, 3) uint8 RGB crops -> the float32 batch the model expects."""
-    crops = np.asarray(crops)
-    if contract.color == "BGR":
-        crops = crops[..., ::-1]
-    if contract.layout == "NCHW":
-        crops = crops.transpose(0, 3, 1, 2)
-    # One float copy in the final layout, then normalise in place.
-    x = np.ascontiguousarray(crops, dtype=np.float32)
-    shape = (1, 3, 1, 1) if contract.layout == "NCHW" else (1, 1, 1, 3)
-    x -= np.asarray(contract.mean, dtype=np.float32).reshape(shape)
-    x *= (1.0 / np.asarray(contract.std, dtype=np.float32)).reshape(shape)
-    return x

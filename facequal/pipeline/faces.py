@@ -14,34 +14,13 @@ import numpy as np
 from PIL import Image
 
 from facequal import schema
-from facequal.align import align_face
-from facequal.checks import FACE_CHOICES, check_face_options
 from facequal.contract import Contract
-from facequal.decode import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DecodeError, open_image
-from facequal.detect import Face, RetinaFace, pick_centred
+from facequal.options import FaceOptions
+from facequal.pipeline.align import align_face
+from facequal.pipeline.decode import DecodeError, open_image
+from facequal.pipeline.detect import Face, RetinaFace, pick_centred
 
-__all__ = ["FACE_CHOICES", "FaceOptions", "ImageResult", "file_stat", "process_image"]
-
-
-@dataclass(frozen=True)
-class FaceOptions:
-    """How faces are found: the `score` / `embed` options that shape detection and alignment."""
-
-    faces: str = "largest"          # "largest", "center" or "all"
-    det_size: int = 640
-    det_threshold: float = 0.6
-    min_face: float = 0.0
-    pad: float = 0.0
-    aligned: bool = False
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_side: int = DEFAULT_MAX_SIDE
-
-    def __post_init__(self) -> None:
-        # Refused here, before any image is read: out of their domain these options used to
-        # give an empty output and exit code 0 (a negative --det-size, a NaN --det-threshold).
-        check_face_options(faces=self.faces, det_size=self.det_size, det_threshold=self.det_threshold,
-                           min_face=self.min_face, pad=self.pad, max_pixels=self.max_pixels,
-                           max_side=self.max_side)
+__all__ = ["ImageResult", "file_stat", "process_image"]
 
 
 @dataclass

@@ -27,9 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facequal import schema
-
-DEFAULT_MAX_PIXELS = 100_000_000     # 100 MP: above this an image is refused (status too_large)
-DEFAULT_MAX_SIDE = 4096              # JPEGs larger than this are decoded at a reduced scale
+from facequal.options import MAX_PIXELS, MAX_SIDE
 
 
 class DecodeError(Exception):
@@ -176,8 +174,8 @@ def _check_png_crcs(fh: IO[bytes]) -> None:
             return
 
 
-def open_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               max_side: int | None = DEFAULT_MAX_SIDE) -> Decoded:
+def open_image(path: str | Path, *, max_pixels: int = MAX_PIXELS,
+               max_side: int | None = MAX_SIDE) -> Decoded:
     """Decode ``path`` to RGB, or raise :class:`DecodeError` with a status and a message.
 
     ``max_pixels`` bounds the declared size (checked before any pixel is decoded). JPEGs whose
@@ -239,6 +237,6 @@ def open_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     return Decoded(image=rgb, width=w0, height=h0, scale=scale)
 
 
-def load_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_rgb(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Convenience: the full-resolution RGB image at ``path`` (raises DecodeError)."""
     return open_image(path, max_pixels=max_pixels, max_side=None).image

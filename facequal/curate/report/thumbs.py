@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facequal.align import align_face
 from facequal.contract import ARCFACE_112, Contract
+from facequal.pipeline.align import align_face
 
 # Fraction of the thumbnail the 112-px ArcFace frame occupies (the rest is margin).
 THUMB_FILL = 0.8

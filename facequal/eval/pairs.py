@@ -137,7 +137,7 @@ def _as_mated(values: list, path: str | Path) -> np.ndarray:
 def read_pair_table(path: str | Path) -> PairList:
     """Read a CSV/TSV/Parquet pair list with columns ``path_a, path_b, mated`` (optional
     ``face_index_a``, ``face_index_b``, ``fold``)."""
-    from facequal.tables import read_table, require_columns
+    from facequal.schema import read_table, require_columns
 
     t = read_table(path)
     require_columns(t, ["path_a", "path_b", "mated"], f"pair list {path}")

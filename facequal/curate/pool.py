@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from facequal import schema
 from facequal.errors import UserError
-from facequal.tables import read_table, require_columns, require_group_column
+from facequal.schema import read_table, require_columns, require_group_column
 
 METHODS = ("mean", "quality", "softmax", "topk")
 IF_EMPTY = ("drop", "best", "error")
@@ -266,8 +266,8 @@ def pool(
     of their embeddings is zero, e.g. ``e`` and ``-e`` with ``mean``) gets no row, and a warning
     names it (``messages``); when no group is left that is an error.
     """
-    from facequal.checks import check_float, check_int, check_output_writable
-    from facequal.curate import write_parquet_atomic
+    from facequal._io import check_output_writable, write_parquet_output
+    from facequal.options import check_float, check_int
 
     if method not in METHODS:
         raise UserError(f"unknown pooling method {method!r} (one of: {', '.join(METHODS)})")
@@ -421,5 +421,5 @@ def pool(
         for m in messages:
             warn(m)
     if output is not None:
-        write_parquet_atomic(table, output, overwrite=overwrite)
+        write_parquet_output(table, output, overwrite=overwrite)
     return PoolResult(table=table, messages=messages)
