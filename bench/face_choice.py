@@ -32,7 +32,7 @@ def pick(rule: str, faces: list[dict], width: int, height: int) -> int:
                  landmarks=np.asarray(f["landmarks"], np.float64).reshape(5, 2)) for f in faces]
     chooser = pick_largest if rule == "largest" else pick_centred
     chosen = chooser(objs, width, height)[0]
-    return faces[objs.index(chosen)]["face_index"]
+    return faces[next(i for i, o in enumerate(objs) if o is chosen)]["face_index"]
 
 
 def judge(rows: dict[str, list[dict]], ident: dict[str, str], emb: dict[tuple[str, int], np.ndarray],

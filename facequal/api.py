@@ -17,6 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from facequal import __version__, schema
+from facequal.curate.pool import pool  # noqa: F401 (a verb of the API)
+from facequal.curate.report.build import build_report as report  # noqa: F401 (a verb of the API)
+from facequal.eval.calibrate import calibrate  # noqa: F401 (a verb of the API)
+from facequal.eval.evaluate import evaluate  # noqa: F401 (a verb of the API)
 from facequal.models.zoo import DEFAULT_EMBEDDING_MODEL, ModelSpec, resolve_model
 from facequal.options import (
     BACKEND,
@@ -26,6 +30,7 @@ from facequal.options import (
     DET_SIZE,
     DET_THRESHOLD,
     DEVICE,
+    EMBED_BATCH_SIZE,
     FACES,
     MAX_PIXELS,
     MIN_FACE,
@@ -137,24 +142,32 @@ class Job:
                  from_scores: str | None = None, backend: str = BACKEND,
                  scheduler: str | None = None, flip_tta: bool | None = None) -> None:
         from facequal.errors import UserError
+        from facequal.models.session import providers_for
         from facequal.options import check_job_options
 
+        if not inputs and not from_scores:
+            raise UserError("give INPUT paths or --from-scores FILE", param="from_scores")
+        if save_crops is not None:
+            save_crops = os.fspath(save_crops)
+        if from_scores is not None:
+            from_scores = os.fspath(from_scores)
         check_job_options(faces=faces, det_size=det_size, det_threshold=det_threshold, min_face=min_face,
                           pad=pad, max_pixels=max_pixels, batch_size=batch_size, jobs=jobs,
                           threads=threads, chunk_size=chunk_size)
         if backend not in BACKENDS:
-            raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+            raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}", param="backend")
         if backend == "dask":
             from facequal.pipeline.executors import check_dask
 
             check_dask(scheduler)
         elif scheduler:
-            raise UserError("--scheduler is for --backend dask")
+            raise UserError("--scheduler is for --backend dask", param="scheduler")
+        providers_for(device)  # fail fast, with the reason, before any work
         self.backend = backend
         self.scheduler = scheduler
         self.spec = spec or resolve_model(model, contract_file=contract, task=task)
         if flip_tta and task != "embedding":
-            raise UserError("--flip-tta is for embedding models")
+            raise UserError("--flip-tta is for embedding models", param="flip_tta")
         # Flip test-time augmentation: on by default for the dlib recogniser (it helps on LFW).
         self.flip_tta = task == "embedding" and (
             self.spec.contract.name == DEFAULT_EMBEDDING_MODEL if flip_tta is None else bool(flip_tta))
@@ -273,33 +286,124 @@ class Job:
         return result
 
 
-def score(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str] | None = None, *,
-          overwrite: bool = False, resume: bool = False, progress: Any = None, **options: Any) -> pa.Table:
-    """Detect, align and score every face in ``inputs``; returns the score table.
+_RUN_DOC = """
+    Keywords (those of the command line's flags, with its defaults, from :mod:`facequal.options`):
+    ``model`` (a bundled name or an ONNX path), ``contract`` (a JSON contract for a bare ONNX
+    file), ``faces`` (``"subject"``, ``"largest"`` or ``"all"``), ``det_size``, ``det_threshold``,
+    ``min_face``, ``pad``, ``aligned`` (inputs are aligned crops), ``max_pixels``, ``path_column``
+    and ``identity_from`` (manifests), ``shard`` (``"K/N"``), ``batch_size``, ``jobs`` (None or 0:
+    all cores), ``threads``, ``device`` (``"cpu"`` or ``"cuda"``), ``save_crops`` (a folder),
+    ``from_scores`` (exactly the faces of a scores file, no detection), ``backend`` (``"local"`` or
+    ``"dask"``) and ``scheduler``; with ``output``: ``overwrite``, ``resume``; ``progress``: an
+    object with ``start`` / ``advance`` (as the CLI's progress bar).
 
-    ``options`` are those of ``facequal score`` (``model``, ``contract``, ``faces``, ``det_size``,
-    ``det_threshold``, ``min_face``, ``pad``, ``aligned``, ``jobs``, ``batch_size``, ...).
+    Raises :class:`facequal.errors.UserError` (a ``ValueError``; ``InputNotFoundError`` for a
+    missing input, ``OutputExistsError`` for an existing output) naming the parameter at fault.
+"""
+
+
+def score(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLike[str] | None = None, *,
+          model: str | None = None, contract: str | None = None, faces: str = FACES,
+          det_size: int = DET_SIZE, det_threshold: float = DET_THRESHOLD, min_face: float = MIN_FACE,
+          pad: float = PAD, aligned: bool = False, max_pixels: int | None = MAX_PIXELS,
+          path_column: str = "path", identity_from: str | None = None, shard: str | None = None,
+          batch_size: int = BATCH_SIZE, jobs: int | None = None, threads: int = THREADS,
+          device: str = DEVICE, save_crops: str | os.PathLike[str] | None = None,
+          from_scores: str | os.PathLike[str] | None = None, backend: str = BACKEND,
+          scheduler: str | None = None, overwrite: bool = False, resume: bool = False,
+          progress: Any = None, chunk_size: int = CHUNK_SIZE) -> pa.Table:
+    """Detect, align and score every face in ``inputs`` (files, folders, manifests); returns the
+    score table, one row per face (and per image without one), as ``facequal score`` writes it.
     With ``output`` the table is also written to that Parquet file (or dataset directory).
     """
-    return Job(inputs, task="quality", **options).run(output, overwrite=overwrite, resume=resume,
-                                                       progress=progress)
+    return Job(inputs, task="quality", model=model, contract=contract, faces=faces, det_size=det_size,
+               det_threshold=det_threshold, min_face=min_face, pad=pad, aligned=aligned,
+               max_pixels=max_pixels, path_column=path_column, identity_from=identity_from,
+               shard=shard, batch_size=batch_size, jobs=jobs, threads=threads, device=device,
+               save_crops=save_crops, from_scores=from_scores, backend=backend, scheduler=scheduler,
+               chunk_size=chunk_size).run(output, overwrite=overwrite, resume=resume, progress=progress)
 
 
-def iter_score(inputs: Sequence[str | os.PathLike[str]], **options: Any) -> Iterator[pa.Table]:
-    """Streaming form of :func:`score`: yields tables of rows as chunks finish, in input order."""
-    job = Job(inputs, task="quality", **options)
-    for t in job.iter_tables():
+def iter_score(inputs: Sequence[str | os.PathLike[str]] = (), *,
+               model: str | None = None, contract: str | None = None, faces: str = FACES,
+               det_size: int = DET_SIZE, det_threshold: float = DET_THRESHOLD, min_face: float = MIN_FACE,
+               pad: float = PAD, aligned: bool = False, max_pixels: int | None = MAX_PIXELS,
+               path_column: str = "path", identity_from: str | None = None, shard: str | None = None,
+               batch_size: int = BATCH_SIZE, jobs: int | None = None, threads: int = THREADS,
+               device: str = DEVICE, save_crops: str | os.PathLike[str] | None = None,
+               from_scores: str | os.PathLike[str] | None = None, backend: str = BACKEND,
+               scheduler: str | None = None, progress: Any = None,
+               chunk_size: int = CHUNK_SIZE) -> Iterator[pa.Table]:
+    """Streaming form of :func:`score` (same keywords, no output): yields tables of rows as
+    chunks finish, in input order. The options are checked on the first ``next()``."""
+    job = Job(inputs, task="quality", model=model, contract=contract, faces=faces, det_size=det_size,
+              det_threshold=det_threshold, min_face=min_face, pad=pad, aligned=aligned,
+              max_pixels=max_pixels, path_column=path_column, identity_from=identity_from,
+              shard=shard, batch_size=batch_size, jobs=jobs, threads=threads, device=device,
+              save_crops=save_crops, from_scores=from_scores, backend=backend, scheduler=scheduler,
+              chunk_size=chunk_size)
+    for t in job.iter_tables(progress=progress):
         yield t.drop_columns([ORDINAL])
 
 
-def embed(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str] | None = None, *,
-          overwrite: bool = False, resume: bool = False, progress: Any = None, **options: Any) -> pa.Table:
-    """Face embeddings (L2-normalised, with the raw norm) for every face in ``inputs``.
+def embed(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLike[str] | None = None, *,
+          model: str | None = None, contract: str | None = None, faces: str = FACES,
+          det_size: int = DET_SIZE, det_threshold: float = DET_THRESHOLD, min_face: float = MIN_FACE,
+          pad: float = PAD, aligned: bool = False, max_pixels: int | None = MAX_PIXELS,
+          path_column: str = "path", identity_from: str | None = None, shard: str | None = None,
+          batch_size: int = EMBED_BATCH_SIZE, jobs: int | None = None, threads: int = THREADS,
+          device: str = DEVICE, save_crops: str | os.PathLike[str] | None = None,
+          from_scores: str | os.PathLike[str] | None = None, backend: str = BACKEND,
+          scheduler: str | None = None, flip_tta: bool | None = None, overwrite: bool = False,
+          resume: bool = False, progress: Any = None, chunk_size: int = CHUNK_SIZE) -> pa.Table:
+    """Face embeddings (L2-normalised, with the raw norm) for every face in ``inputs``; returns
+    the table ``facequal embed`` writes.
 
     The default recogniser is dlib's ResNet converted to ONNX (needs ``facequal[embed]``).
     ``from_scores="scores.parquet"`` embeds exactly the faces of a scores file, without detection.
     ``flip_tta`` averages each face's embedding with that of its mirror image (default: on for
     the dlib recogniser, off for other models).
     """
-    return Job(inputs, task="embedding", **options).run(output, overwrite=overwrite, resume=resume,
-                                                         progress=progress)
+    return Job(inputs, task="embedding", model=model, contract=contract, faces=faces, det_size=det_size,
+               det_threshold=det_threshold, min_face=min_face, pad=pad, aligned=aligned,
+               max_pixels=max_pixels, path_column=path_column, identity_from=identity_from,
+               shard=shard, batch_size=batch_size, jobs=jobs, threads=threads, device=device,
+               save_crops=save_crops, from_scores=from_scores, backend=backend, scheduler=scheduler,
+               flip_tta=flip_tta, chunk_size=chunk_size).run(output, overwrite=overwrite, resume=resume,
+                                                             progress=progress)
+
+
+score.__doc__ += _RUN_DOC
+iter_score.__doc__ += _RUN_DOC
+embed.__doc__ += _RUN_DOC
+
+
+def filter(scores: str | os.PathLike[str] | pa.Table, *, min_quality: float | None = None,  # noqa: A001
+           max_quality: float | None = None, top_k: int | None = None,
+           keep_fraction: float | None = None, per_group: int | None = None, group: str | None = None,
+           status: Sequence[str] | None = None, min_face: float | None = None,
+           output: str | os.PathLike[str] | None = None, paths_out: str | os.PathLike[str] | None = None,
+           null: bool = False, to: str | os.PathLike[str] | None = None, mode: str = "copy",
+           root: str | None = None, base: str | os.PathLike[str] | None = None, rejected: bool = False,
+           dry_run: bool = False, overwrite: bool = False) -> pa.Table:
+    """The rows of a score file (a path or a table) that pass, as ``facequal filter`` keeps them;
+    returns the kept table (the rejected rows with ``rejected=True``).
+
+    Criteria left None are not applied: ``min_quality`` / ``max_quality`` (the CLI's ``--min`` /
+    ``--max``), ``top_k``, ``keep_fraction``, ``per_group`` with ``group`` (a column), ``status``
+    (the statuses kept; default ``ok``), ``min_face`` (pixels). Outputs, as the CLI's: ``output``
+    (Parquet), ``paths_out`` (a path list; ``null``: NUL-separated), ``to`` (a folder the images
+    are copied, symlinked or hardlinked into: ``mode``, with ``root`` / ``base``); ``dry_run``
+    writes nothing; ``overwrite`` replaces outputs. See
+    :func:`facequal.curate.select.filter_scores` for the counts.
+    """
+    from facequal.curate.select import filter_scores
+
+    res = filter_scores(scores, min_quality=min_quality, max_quality=max_quality, top_k=top_k,
+                        keep_fraction=keep_fraction, per_group=per_group, group=group, status=status,
+                        min_face=min_face, output=output, paths_out=paths_out, null=null, to=to,
+                        mode=mode, root=root, base=base, rejected=rejected, dry_run=dry_run,
+                        overwrite=overwrite)
+    assert res.table is not None
+    return res.table
+

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,6 +32,18 @@ RESIZE_FILTERS = ("none", "bilinear", "bilinear_noaa")
 TASKS = ("quality", "embedding")
 OUTPUTS = ("sigmoid", "logit", "embedding")
 MAX_SIDE = 4096  # pixels: a warp or crop side beyond this is a typo, not a face model
+# The contract format's version, written into every contract. A contract of a newer version is
+# refused (this facequal would misread it); unknown fields of this one are ignored with a warning,
+# so that a contract written by a later facequal with an extra field still loads.
+CONTRACT_VERSION = 1
+
+# The closed sets as types (the tuples above are their values, checked by Contract.validate).
+Task = Literal["quality", "embedding"]
+Layout = Literal["NCHW", "NHWC"]
+Color = Literal["RGB", "BGR"]
+LandmarkSet = Literal["five", "eyes_mouth"]
+Resize = Literal["none", "bilinear", "bilinear_noaa"]
+Output = Literal["sigmoid", "logit", "embedding"]
 
 
 class ContractError(ValueError):
@@ -42,24 +55,25 @@ class Contract:
     """How to feed a model: alignment, crop, colour, normalisation and tensor layout."""
 
     name: str
-    task: str = "quality"
+    task: Task = "quality"
     input_name: str = "input"
     output_name: str = "quality"
-    layout: str = "NCHW"
-    color: str = "RGB"
+    layout: Layout = "NCHW"
+    color: Color = "RGB"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    landmarks: str = "five"
+    landmarks: LandmarkSet = "five"
     template: tuple[tuple[float, float], ...] = ()
     warp_size: tuple[int, int] = (96, 96)
     crop_size: tuple[int, int] = (96, 96)
-    resize: str = "none"
+    resize: Resize = "none"
     # "sigmoid": the output is already a probability; "logit": apply a sigmoid; "embedding": a vector.
-    output: str = "sigmoid"
+    output: Output = "sigmoid"
     # Optional monotone map from the raw output to a calibrated probability, applied by
     # :func:`apply_calibration` (see there for the two forms, "probability" and "logit").
     calibration: dict[str, list[float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    contract_version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
         self.validate()
@@ -98,6 +112,9 @@ class Contract:
             size = tuple(getattr(self, key))
             if len(size) != 2 or not all(_whole(v) and 1 <= v <= MAX_SIDE for v in size):
                 raise bad(f"{key} must be two whole numbers of pixels in [1, {MAX_SIDE}], not {_shown(size)}")
+        if not _whole(self.contract_version) or not 1 <= self.contract_version <= CONTRACT_VERSION:
+            raise bad(f"contract_version must be a whole number in [1, {CONTRACT_VERSION}], "
+                      f"not {_shown(self.contract_version)}")
         if not isinstance(self.extra, dict):
             raise bad(f"extra must be an object, not {_shown(self.extra)}")
         if self.resize == "none" and tuple(self.warp_size) != tuple(self.crop_size):
@@ -130,6 +147,17 @@ class Contract:
         """Map raw model outputs to calibrated quality (identity when there is no calibration)."""
         return apply_calibration(raw, self.calibration)
 
+    def postprocess(self, raw_output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A quality model's output for N crops (any shape with N rows; the first value of each
+        is used) -> (calibrated quality float64, raw quality float32): the sigmoid for
+        ``output="logit"``, then the calibration. Every post-processing step is here."""
+        n = len(raw_output)
+        out = np.asarray(raw_output).reshape(n, -1)[:, 0].astype(np.float64)
+        if self.output == "logit":
+            out = 1.0 / (1.0 + np.exp(-out))
+        raw = out.astype(np.float32)
+        return self.calibrate(raw), raw
+
     # -- (de)serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -148,13 +176,19 @@ class Contract:
         in a ValueError traceback)."""
         if not isinstance(d, dict):
             raise ContractError(f"a contract must be a JSON object, not {_shown(d)}")
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ContractError(f"unknown contract fields: {sorted(unknown)}")
+        version = d.get("contract_version", 1)
+        if not _whole(version) or version < 1:
+            raise ContractError(f"contract_version must be a whole number >= 1, not {_shown(version)}")
+        if version > CONTRACT_VERSION:
+            raise ContractError(f"contract version {version} is newer than this facequal reads "
+                                f"({CONTRACT_VERSION}); upgrade facequal")
         if "name" not in d:
             raise ContractError("a contract needs a 'name'")
-        d = dict(d)
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:  # forward-compatible: a later facequal may add fields
+            warnings.warn(f"contract {d['name']!r}: ignoring unknown fields {sorted(unknown)}", stacklevel=2)
+        d = {k: v for k, v in d.items() if k in known}
         where = f"contract {d['name']!r}" if isinstance(d["name"], str) else "contract"
         for key in ("mean", "std"):
             if key in d:

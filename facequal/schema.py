@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from facequal.errors import UserError
+from facequal.errors import InputNotFoundError, UserError
 
 # Row statuses. Only "ok" rows carry a face (and a quality or an embedding).
 OK = "ok"
@@ -186,7 +186,7 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pa.Table:
 
     p = Path(path)
     if not p.exists():
-        raise UserError(f"{path}: no such file or directory")
+        raise InputNotFoundError(f"{path}: no such file or directory")
     try:
         if p.is_dir():
             parts = sorted(q for q in p.iterdir() if q.suffix == ".parquet" and not q.name.startswith("."))

@@ -72,9 +72,10 @@ def test_pick_centred_prefers_the_subject_over_a_larger_bystander_at_the_edge():
     assert pick_centred([], 250, 250) == []
 
 
-def test_faces_center_end_to_end(tmp_path):
-    """Two faces side by side, the smaller one in the middle: ``center`` keeps it, ``largest`` does not."""
-    from skimage import data
+def test_the_default_face_is_the_subject_not_a_larger_bystander(tmp_path):
+    """Two faces side by side, the smaller one in the middle: the default (``subject``, formerly
+    ``center``) keeps it, ``largest`` does not."""
+    from skimage import data  # scikit-image ships the public-domain NASA astronaut photo
 
     import facequal
 
@@ -83,11 +84,12 @@ def test_faces_center_end_to_end(tmp_path):
     canvas.paste(face.resize((120, 135)), (240, 130))                      # centred, smaller
     canvas.paste(face.resize((190, 214)), (400, 10))                       # larger, at the edge
     canvas.save(tmp_path / "two.png")
-    rows = {mode: facequal.score([tmp_path / "two.png"], faces=mode, jobs=1).to_pylist()[0]
-            for mode in ("largest", "center")}
-    assert rows["largest"]["n_faces"] == rows["center"]["n_faces"] == 2
+    rows = {mode: facequal.score([tmp_path / "two.png"], jobs=1, **({} if mode == "default" else {"faces": mode}))
+            .to_pylist()[0] for mode in ("default", "largest", "subject", "center")}
+    assert all(r["n_faces"] == 2 for r in rows.values())
     centre_x = {m: (r["bbox"][0] + r["bbox"][2]) / 2 for m, r in rows.items()}
-    assert 240 < centre_x["center"] < 360 and centre_x["largest"] > 400
+    assert 240 < centre_x["default"] < 360 and centre_x["largest"] > 400
+    assert centre_x["subject"] == centre_x["center"] == centre_x["default"]
 
 
 def test_detects_the_astronaut_with_plausible_landmarks(astronaut):

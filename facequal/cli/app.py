@@ -90,7 +90,7 @@ def handles_errors(func: F) -> F:
             with sigterm_as_interrupt():
                 return func(*args, **kwargs)
         except UserError as e:
-            fatal(str(e))
+            fatal(e.cli_message())  # flag names (--det-size), not parameter names
         except Terminated:
             say("facequal: terminated (SIGTERM)")
             raise typer.Exit(EXIT_TERMINATED) from None

@@ -43,10 +43,7 @@ def embed_cmd(
 ) -> None:
     """Compute one L2-normalised embedding per face, keyed by (path, face_index)."""
     from facequal.api import Job
-    from facequal.errors import UserError
 
-    if not inputs and not from_scores:
-        raise UserError("give INPUT paths or --from-scores FILE")
     job = Job([str(p) for p in inputs or []], task="embedding", model=model,
               contract=str(contract) if contract else None, faces=faces, det_size=det_size,
               det_threshold=det_threshold, min_face=min_face, pad=pad, path_column=path_column,

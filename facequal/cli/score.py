@@ -103,7 +103,7 @@ def score_cmd(
     inputs: o.Inputs = None,
     output: o.Output = ...,
     from_scores: Path = typer.Option(None, "--from-scores", help="Score exactly the faces of a scores file."),
-    model: str = typer.Option(None, "--model", help="Bundled model name or path to an ONNX file."),
+    model: o.Model = None,
     contract: o.Contract = None,
     faces: o.Faces = options.FACES,
     det_size: o.DetSize = options.DET_SIZE,
@@ -131,12 +131,7 @@ def score_cmd(
 ) -> None:
     """Detect, align and score every face; write one row per face (and per faceless image)."""
     from facequal.api import Job
-    from facequal.errors import UserError
-    from facequal.models.session import providers_for
 
-    if not inputs and not from_scores:
-        raise UserError("give INPUT paths or --from-scores FILE")
-    providers_for(device)  # fail fast, with the reason, before any work
     job = Job([str(p) for p in inputs or []], task="quality", model=model,
               from_scores=str(from_scores) if from_scores else None,
               contract=str(contract) if contract else None, faces=faces, det_size=det_size,

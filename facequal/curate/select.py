@@ -222,6 +222,7 @@ class FilterResult:
     written: list[str] = field(default_factory=list)
     materialized: Materialized | None = None
     dry_run: bool = False
+    table: pa.Table | None = None  # the rows selected (kept, or rejected with rejected=True)
 
     def summary(self) -> str:
         """One line of counts."""
@@ -327,9 +328,10 @@ def filter_scores(
     )
     rows_mask = ~sel.mask if rejected else sel.mask
     out_images = rejected_images if rejected else kept_images
+    res.table = table.filter(pa.array(rows_mask))
     if output is not None:
         if not dry_run:
-            write_parquet_output(table.filter(pa.array(rows_mask)), output, overwrite=overwrite)
+            write_parquet_output(res.table, output, overwrite=overwrite)
         res.written.append(str(output))
     if paths_out is not None:
         if not dry_run:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facequal.errors import UserError
+from facequal.errors import InputNotFoundError, UserError
 
 LFW_SUFFIX = 2          # LFW paths are `<name>/<name>_<NNNN>.jpg`: match the last two components
 
@@ -178,7 +178,7 @@ def is_lfw_layout(path: str | Path) -> bool:
 def read_pairs(path: str | Path) -> PairList:
     """Read a pair list in any supported layout (LFW pairs.txt / .tsv, or a CSV/Parquet table)."""
     if not Path(path).exists():
-        raise UserError(f"{path}: no such file or directory")
+        raise InputNotFoundError(f"{path}: no such file or directory")
     return read_lfw_pairs(path) if is_lfw_layout(path) else read_pair_table(path)
 
 

@@ -154,11 +154,7 @@ class OnnxModel:
 
     def quality(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Quality of each crop: (calibrated float64, raw float32), each of shape (N,)."""
-        out = self.run(crops).reshape(len(crops), -1)[:, 0].astype(np.float64)
-        if self.contract.output == "logit":
-            out = 1.0 / (1.0 + np.exp(-out))
-        raw = out.astype(np.float32)
-        return self.contract.calibrate(raw), raw
+        return self.contract.postprocess(self.run(crops).reshape(len(crops), -1))
 
     def embed(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of each crop: (L2-normalised (N, D) float32, raw norms (N,)).

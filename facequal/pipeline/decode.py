@@ -50,7 +50,7 @@ class Decoded:
     scale: float                # image pixels per full-resolution pixel (1.0 unless draft-decoded)
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode -> RGB. Transparency is composited over white; 16/32-bit greys rescaled."""
     if im.mode == "RGB":
         return im
@@ -220,7 +220,7 @@ def open_image(path: str | Path, *, max_pixels: int = MAX_PIXELS,
                 im.load()
                 # In place: without a rotation the copying form would copy every image.
                 ImageOps.exif_transpose(im, in_place=True)
-                rgb = _to_rgb(im)
+                rgb = to_rgb(im)
         except DecodeError:
             raise
         except UnidentifiedImageError:

@@ -17,10 +17,10 @@ from facequal import schema
 from facequal.contract import Contract
 from facequal.options import FaceOptions
 from facequal.pipeline.align import align_face
-from facequal.pipeline.decode import DecodeError, open_image
+from facequal.pipeline.decode import Decoded, DecodeError, open_image, to_rgb
 from facequal.pipeline.detect import Face, RetinaFace, pick_centred
 
-__all__ = ["ImageResult", "file_stat", "process_image"]
+__all__ = ["ImageResult", "file_stat", "image_rows", "process_decoded", "process_image"]
 
 
 @dataclass
@@ -40,8 +40,8 @@ def file_stat(path: str) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _base_row(path: str) -> dict[str, Any]:
-    size, mtime = file_stat(path)
+def _base_row(path: str | None) -> dict[str, Any]:
+    size, mtime = file_stat(path) if path is not None else (None, None)
     return {"face_index": schema.NO_FACE_INDEX, "n_faces": None, "status": schema.OK, "error": None,
             "det_score": None, "bbox": None, "landmarks": None, "inter_eye": None,
             "width": None, "height": None, "file_size": size, "mtime_ns": mtime}
@@ -95,6 +95,52 @@ def process_image(path: str, contract: Contract, opts: FaceOptions, detector: Re
     except DecodeError as e:
         base.update(status=e.status, error=e.message, n_faces=0)
         return ImageResult(rows=[base])
+    return process_decoded(dec, base, contract, opts, detector, given)
+
+
+def decoded_from_pixels(image: Any, max_pixels: int) -> Decoded:
+    """An image in memory (a Pillow image of any mode, or an RGB uint8 array HxWx3) as the
+    pipeline's :class:`~facequal.pipeline.decode.Decoded` value: converted to RGB like a decoded
+    file (transparency over white, 16-bit greys rescaled), at full resolution.
+
+    Raises :class:`DecodeError` (``too_large``) above ``max_pixels``, and ``ValueError`` for an
+    array that is not HxWx3 uint8 (or HxW uint8, taken as grey)."""
+    if isinstance(image, Image.Image):
+        im = image
+    else:
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+            raise ValueError("image must be a Pillow image or an RGB uint8 array of shape (H, W, 3), "
+                             f"not an array of {arr.dtype} with shape {arr.shape}")
+        im = Image.fromarray(np.ascontiguousarray(arr), "L" if arr.ndim == 2 else "RGB")
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise DecodeError(schema.UNREADABLE, f"empty image ({w}x{h})")
+    if w * h > max_pixels:
+        raise DecodeError(schema.TOO_LARGE, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+    rgb = to_rgb(im)
+    return Decoded(image=rgb, width=w, height=h, scale=1.0)
+
+
+def image_rows(image: Any, contract: Contract, opts: FaceOptions, detector: RetinaFace | None
+               ) -> ImageResult:
+    """:func:`process_image` for an image in memory (see :func:`decoded_from_pixels`): rows
+    without ``file_size`` / ``mtime_ns``; never raises for a bad image."""
+    base = _base_row(None)
+    try:
+        dec = decoded_from_pixels(image, opts.max_pixels)
+    except DecodeError as e:
+        base.update(status=e.status, error=e.message, n_faces=0)
+        return ImageResult(rows=[base])
+    return process_decoded(dec, base, contract, opts, detector)
+
+
+def process_decoded(dec: Decoded, base: dict[str, Any], contract: Contract, opts: FaceOptions,
+                    detector: RetinaFace | None,
+                    given: list[tuple[int, float, list[float], list[list[float]]]] | None = None
+                    ) -> ImageResult:
+    """Detect and align the faces of a decoded image (the part of :func:`process_image` after
+    decoding, shared with in-memory images)."""
     base.update(width=dec.width, height=dec.height)
     image = dec.image
     if opts.aligned:
@@ -123,7 +169,7 @@ def process_image(path: str, contract: Contract, opts: FaceOptions, detector: Re
         return ImageResult(rows=[base])
     if opts.faces == "largest":
         chosen = found[:1]
-    elif opts.faces == "center":
+    elif opts.faces == "subject":
         chosen = pick_centred(found, *image.size)
     else:
         chosen = found

@@ -9,7 +9,6 @@ paths go to the workers and only rows come back: images are decoded where they a
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import os
@@ -23,10 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 from facequal import schema
-from facequal.models.zoo import ModelSpec, OnnxModel
+from facequal.models.zoo import ModelSpec
 from facequal.options import BATCH_SIZE, CHUNK_SIZE, DEVICE, THREADS, FaceOptions
-from facequal.pipeline.executors import make_executor
-from facequal.pipeline.faces import ImageResult, process_image
+from facequal.pipeline.executors import Executor, SerialExecutor, make_executor
+from facequal.pipeline.faces import ImageResult
+from facequal.pipeline.scorer import Embedder, Scorer, _FaceModel
 from facequal.pipeline.sources import ImageRef, printable_path
 from facequal.pipeline.store import ORDINAL
 
@@ -45,34 +45,23 @@ class WorkerConfig:
     flip_tta: bool = False          # embeddings: average with the mirrored crop's
 
 
-# Per-process cache of loaded detector and model: workers are reused across chunks.
-# A lock, because a Dask worker may run several tasks at once in threads.
-_LOADED: dict[Any, tuple[Any, OnnxModel]] = {}
+# Per-process cache of the loaded detector and model (a Scorer / Embedder): workers are reused
+# across chunks. A lock, because a Dask worker may run several tasks at once in threads.
+_LOADED: dict[Any, _FaceModel] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def _load(cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
+def _load(cfg: WorkerConfig) -> _FaceModel:
     key = (cfg.model.path, cfg.model.sha256, cfg.model.contract.to_json(), cfg.faces, cfg.threads,
            cfg.device, cfg.batch_size, cfg.given_faces, cfg.flip_tta)
     with _LOAD_LOCK:
-        return _load_locked(key, cfg)
-
-
-def _load_locked(key: Any, cfg: WorkerConfig) -> tuple[Any, OnnxModel]:
-    if key not in _LOADED:
-        from facequal.models.retinaface import retinaface_session
-        from facequal.pipeline.detect import RetinaFace
-
-        det = None
-        if not cfg.faces.aligned and not cfg.given_faces:
-            det = RetinaFace(retinaface_session(cfg.threads, cfg.device), det_size=cfg.faces.det_size,
-                             threshold=cfg.faces.det_threshold, min_face=cfg.faces.min_face,
-                             pad=cfg.faces.pad,
-                             fixed_session=functools.partial(retinaface_session, cfg.threads, cfg.device))
-        _LOADED.clear()
-        _LOADED[key] = (det, OnnxModel(cfg.model, threads=cfg.threads, device=cfg.device,
-                                       batch_size=cfg.batch_size, flip_tta=cfg.flip_tta))
-    return _LOADED[key]
+        if key not in _LOADED:
+            cls = Scorer if cfg.model.contract.task == "quality" else Embedder
+            _LOADED.clear()
+            _LOADED[key] = cls._from_parts(cfg.model, cfg.faces, threads=cfg.threads, device=cfg.device,
+                                           batch_size=cfg.batch_size, flip_tta=cfg.flip_tta,
+                                           given_faces=cfg.given_faces)
+        return _LOADED[key]
 
 
 # Bytes a crop's file name may use: most file systems allow 255 per name.
@@ -174,24 +163,16 @@ def _save_crop(root: str, path: str, face_index: int, crop: np.ndarray) -> str:
 def process_chunk(items: Sequence[tuple[int, str, str, Any]], cfg: WorkerConfig) -> list[dict[str, Any]]:
     """Process (ordinal, output path, file path, given faces) items; returns rows with model
     outputs filled in."""
-    detector, model = _load(cfg)
-    task = cfg.model.contract.task
+    scorer = _load(cfg)
     results: list[tuple[int, str, ImageResult]] = []
     for ordinal, out_path, fs_path, given in items:
         try:
-            res = process_image(fs_path, cfg.model.contract, cfg.faces, detector, given)
+            res = scorer.analyse(fs_path, given)
         except Exception as e:  # a bug or an odd input must not take the batch down
             res = ImageResult(rows=[{"face_index": schema.NO_FACE_INDEX, "n_faces": 0,
                                      "status": schema.ERROR, "error": f"{type(e).__name__}: {e}"}])
         results.append((ordinal, out_path, res))
-    crops = [c for _, _, r in results for c in r.crops]
-    outputs: dict[str, Any] = {}
-    if crops:
-        batch = np.stack(crops)
-        if task == "quality":
-            outputs["quality"], outputs["quality_raw"] = model.quality(batch)
-        else:
-            outputs["embedding"], outputs["embedding_norm"] = model.embed(batch)
+    outputs = scorer.outputs([c for _, _, r in results for c in r.crops])
     rows: list[dict[str, Any]] = []
     k = 0
     for ordinal, out_path, res in results:
@@ -200,9 +181,7 @@ def process_chunk(items: Sequence[tuple[int, str, str, Any]], cfg: WorkerConfig)
             row = dict(row, path=out_path)
             row[ORDINAL] = ordinal
             if row["status"] == schema.OK:
-                for name, values in outputs.items():
-                    v = values[k]
-                    row[name] = v.tolist() if isinstance(v, np.ndarray) else float(v)
+                scorer.fill(row, outputs, k)
                 if cfg.save_crops:
                     row["crop_path"] = _save_crop(cfg.save_crops, out_path, row["face_index"], res.crops[j])
                 k += 1
@@ -247,7 +226,18 @@ def run_chunks(todo: Iterable[tuple[int, ImageRef]], cfg: WorkerConfig, *, jobs:
     input order.
 
     At most ``2 * jobs`` chunks (with Dask: twice the cluster's threads) are in flight, so
-    memory does not grow with the input count.
+    memory does not grow with the input count. A run of one chunk (fewer inputs than
+    ``chunk_size``) runs in this process, as with ``jobs=1``: no pool is started for one image.
     """
-    executor = make_executor(backend, jobs, scheduler)
-    yield from executor.map_ordered(process_chunk, chunked(todo, chunk_size), lambda ch: (chunk_items(ch), cfg))
+    chunks = chunked(todo, chunk_size)
+    first = next(chunks, None)
+    if first is None:
+        return
+    second = next(chunks, None)
+    if second is None and backend != "dask":  # one chunk (one image, say): no pool of processes for it
+        executor: Executor = SerialExecutor()
+        todo_chunks: Iterable[list[tuple[int, ImageRef]]] = [first]
+    else:
+        executor = make_executor(backend, jobs, scheduler)
+        todo_chunks = itertools.chain([first] if second is None else [first, second], chunks)
+    yield from executor.map_ordered(process_chunk, todo_chunks, lambda ch: (chunk_items(ch), cfg))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from facequal.errors import UserError
+from facequal.errors import InputNotFoundError, UserError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 MANIFEST_EXTENSIONS = frozenset({".parquet", ".pq"})
@@ -459,7 +459,7 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], path_column: str, identit
             add_files(walk_folder(inp, stats))
         elif os.path.splitext(inp)[1].lower() in MANIFEST_EXTENSIONS:
             if not os.path.isfile(inp):
-                raise UserError(f"manifest {printable_path(inp)}: no such file")
+                raise InputNotFoundError(f"manifest {printable_path(inp)}: no such file")
             first = len(refs)
             cols = None
             for r in read_manifest(inp, path_column, fields, stats):
@@ -475,7 +475,7 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], path_column: str, identit
         elif os.path.lexists(inp):
             add_files([inp])
         else:
-            raise UserError(f"input {printable_path(inp)}: no such file or directory")
+            raise InputNotFoundError(f"input {printable_path(inp)}: no such file or directory")
     if identity_from == "parent":
         old = fields.get("identity")
         if old is not None and not (pa.types.is_string(old.type) or pa.types.is_large_string(old.type)):
