@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from facequal.options import (
     MIN_FACE,
     PAD,
     THREADS,
-    FaceOptions,
+    RunOptions,
 )
 from facequal.pipeline.run import WorkerConfig, prepare_crop_folder, rows_to_table, run_chunks
 from facequal.pipeline.sources import ImageRef, Sources, collect, fs_path_of, in_shard, parse_shard
@@ -131,29 +131,25 @@ class Job:
     """One scoring or embedding run: inputs resolved, model loaded, options fixed."""
 
     def __init__(self, inputs: Sequence[str | os.PathLike[str]], *, task: str = "quality",
-                 model: str | None = None, contract: str | None = None,
-                 faces: str = FACES, det_size: int = DET_SIZE, det_threshold: float = DET_THRESHOLD,
-                 min_face: float = MIN_FACE, pad: float = PAD, aligned: bool = False,
-                 max_pixels: int | None = None, path_column: str = "path",
-                 identity_from: str | None = None, shard: str | None = None,
-                 batch_size: int = BATCH_SIZE, jobs: int | None = None, threads: int = THREADS,
-                 device: str = DEVICE, save_crops: str | None = None,
-                 chunk_size: int = CHUNK_SIZE, spec: ModelSpec | None = None,
-                 from_scores: str | None = None, backend: str = BACKEND,
-                 scheduler: str | None = None, flip_tta: bool | None = None) -> None:
+                 options: RunOptions | None = None, spec: ModelSpec | None = None, **keywords: Any) -> None:
+        """``options`` (defaults: :class:`RunOptions`'s), with any of its fields overridden by
+        ``keywords`` (``Job(paths, jobs=1)``)."""
         from facequal.errors import UserError
         from facequal.models.session import providers_for
         from facequal.options import check_job_options
 
+        opts = replace(options or RunOptions(), **keywords)
+        if opts.batch_size is None:
+            opts = replace(opts, batch_size=EMBED_BATCH_SIZE if task == "embedding" else BATCH_SIZE)
+        self.run_options = opts
+        faces, from_scores, save_crops, backend, scheduler = (
+            opts.faces, opts.from_scores, opts.save_crops, opts.backend, opts.scheduler)
         if not inputs and not from_scores:
             raise UserError("give INPUT paths or --from-scores FILE", param="from_scores")
-        if save_crops is not None:
-            save_crops = os.fspath(save_crops)
-        if from_scores is not None:
-            from_scores = os.fspath(from_scores)
-        check_job_options(faces=faces, det_size=det_size, det_threshold=det_threshold, min_face=min_face,
-                          pad=pad, max_pixels=max_pixels, batch_size=batch_size, jobs=jobs,
-                          threads=threads, chunk_size=chunk_size)
+        check_job_options(faces=faces, det_size=opts.det_size, det_threshold=opts.det_threshold,
+                          min_face=opts.min_face, pad=opts.pad, max_pixels=opts.max_pixels,
+                          batch_size=opts.batch_size, jobs=opts.jobs, threads=opts.threads,
+                          chunk_size=opts.chunk_size)
         if backend not in BACKENDS:
             raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}", param="backend")
         if backend == "dask":
@@ -162,24 +158,22 @@ class Job:
             check_dask(scheduler)
         elif scheduler:
             raise UserError("--scheduler is for --backend dask", param="scheduler")
-        providers_for(device)  # fail fast, with the reason, before any work
+        providers_for(opts.device)  # fail fast, with the reason, before any work
         self.backend = backend
         self.scheduler = scheduler
-        self.spec = spec or resolve_model(model, contract_file=contract, task=task)
-        if flip_tta and task != "embedding":
+        self.spec = spec or resolve_model(opts.model, contract_file=opts.contract, task=task)
+        if opts.flip_tta and task != "embedding":
             raise UserError("--flip-tta is for embedding models", param="flip_tta")
         # Flip test-time augmentation: on by default for the dlib recogniser (it helps on LFW).
         self.flip_tta = task == "embedding" and (
-            self.spec.contract.name == DEFAULT_EMBEDDING_MODEL if flip_tta is None else bool(flip_tta))
-        self.face_options = FaceOptions(
-            faces=faces, det_size=det_size, det_threshold=det_threshold, min_face=min_face, pad=pad,
-            aligned=aligned, max_pixels=max_pixels or MAX_PIXELS)
+            self.spec.contract.name == DEFAULT_EMBEDDING_MODEL if opts.flip_tta is None else bool(opts.flip_tta))
+        self.face_options = opts.face_options()
         if from_scores:
             self.sources = sources_from_scores(from_scores)
         else:
-            self.sources = collect(inputs, path_column=path_column, identity_from=identity_from)
+            self.sources = collect(inputs, path_column=opts.path_column, identity_from=opts.identity_from)
         self.n_found = len(self.sources.refs)  # inputs found, before --shard (for "none found")
-        sh = parse_shard(shard)
+        sh = parse_shard(opts.shard)
         self.shard = sh
         refs = self.sources.refs if sh is None else [r for r in self.sources.refs if in_shard(r.path, sh)]
         self.refs: Sequence[ImageRef] = RefList(refs)
@@ -187,17 +181,17 @@ class Job:
         self.sources.refs = []
         del refs
         self.summary: RunSummary | None = None
-        self.jobs = jobs or default_jobs()
-        self.chunk_size = chunk_size
+        self.jobs = opts.jobs or default_jobs()
+        self.chunk_size = opts.chunk_size
         if save_crops:  # checked before any work; absolute, so crop_path works from any folder
             save_crops = prepare_crop_folder(save_crops)
-        self.config = WorkerConfig(model=self.spec, faces=self.face_options, batch_size=batch_size,
-                                   threads=threads, device=device, save_crops=save_crops,
+        self.config = WorkerConfig(model=self.spec, faces=self.face_options, batch_size=opts.batch_size,
+                                   threads=opts.threads, device=opts.device, save_crops=save_crops,
                                    given_faces=bool(from_scores), flip_tta=self.flip_tta)
         self.schema = output_schema(self.spec, self.sources.carried_fields)
         self.options = {"task": task, "faces": asdict(self.face_options), "model": self.spec.name,
                         "model_sha256": self.spec.sha256, "contract": self.spec.contract.to_dict(),
-                        "shard": shard, "identity_from": identity_from, "path_column": path_column,
+                        "shard": opts.shard, "identity_from": opts.identity_from, "path_column": opts.path_column,
                         "save_crops": save_crops, "from_scores": from_scores}
         if task == "embedding":
             self.options["flip_tta"] = self.flip_tta
@@ -316,12 +310,9 @@ def score(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLi
     score table, one row per face (and per image without one), as ``facequal score`` writes it.
     With ``output`` the table is also written to that Parquet file (or dataset directory).
     """
-    return Job(inputs, task="quality", model=model, contract=contract, faces=faces, det_size=det_size,
-               det_threshold=det_threshold, min_face=min_face, pad=pad, aligned=aligned,
-               max_pixels=max_pixels, path_column=path_column, identity_from=identity_from,
-               shard=shard, batch_size=batch_size, jobs=jobs, threads=threads, device=device,
-               save_crops=save_crops, from_scores=from_scores, backend=backend, scheduler=scheduler,
-               chunk_size=chunk_size).run(output, overwrite=overwrite, resume=resume, progress=progress)
+    opts = RunOptions.pick(locals())  # every keyword above that is a run option
+    return Job(inputs, task="quality", options=opts).run(output, overwrite=overwrite, resume=resume,
+                                                          progress=progress)
 
 
 def iter_score(inputs: Sequence[str | os.PathLike[str]] = (), *,
@@ -336,12 +327,7 @@ def iter_score(inputs: Sequence[str | os.PathLike[str]] = (), *,
                chunk_size: int = CHUNK_SIZE) -> Iterator[pa.Table]:
     """Streaming form of :func:`score` (same keywords, no output): yields tables of rows as
     chunks finish, in input order. The options are checked on the first ``next()``."""
-    job = Job(inputs, task="quality", model=model, contract=contract, faces=faces, det_size=det_size,
-              det_threshold=det_threshold, min_face=min_face, pad=pad, aligned=aligned,
-              max_pixels=max_pixels, path_column=path_column, identity_from=identity_from,
-              shard=shard, batch_size=batch_size, jobs=jobs, threads=threads, device=device,
-              save_crops=save_crops, from_scores=from_scores, backend=backend, scheduler=scheduler,
-              chunk_size=chunk_size)
+    job = Job(inputs, task="quality", options=RunOptions.pick(locals()))
     for t in job.iter_tables(progress=progress):
         yield t.drop_columns([ORDINAL])
 
@@ -364,13 +350,9 @@ def embed(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLi
     ``flip_tta`` averages each face's embedding with that of its mirror image (default: on for
     the dlib recogniser, off for other models).
     """
-    return Job(inputs, task="embedding", model=model, contract=contract, faces=faces, det_size=det_size,
-               det_threshold=det_threshold, min_face=min_face, pad=pad, aligned=aligned,
-               max_pixels=max_pixels, path_column=path_column, identity_from=identity_from,
-               shard=shard, batch_size=batch_size, jobs=jobs, threads=threads, device=device,
-               save_crops=save_crops, from_scores=from_scores, backend=backend, scheduler=scheduler,
-               flip_tta=flip_tta, chunk_size=chunk_size).run(output, overwrite=overwrite, resume=resume,
-                                                             progress=progress)
+    opts = RunOptions.pick(locals())
+    return Job(inputs, task="embedding", options=opts).run(output, overwrite=overwrite, resume=resume,
+                                                            progress=progress)
 
 
 score.__doc__ += _RUN_DOC

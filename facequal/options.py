@@ -157,3 +157,62 @@ class FaceOptions:
         check_face_options(faces=self.faces, det_size=self.det_size, det_threshold=self.det_threshold,
                            min_face=self.min_face, pad=self.pad, max_pixels=self.max_pixels,
                            max_side=self.max_side)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Every option of a scoring / embedding run but its inputs and output: what the command
+    line's ``score`` / ``embed`` flags and the API's ``score`` / ``iter_score`` / ``embed`` keywords
+    carry into :class:`facequal.api.Job`, one definition for both.
+
+    ``batch_size`` None is the task's default (:data:`BATCH_SIZE` for quality,
+    :data:`EMBED_BATCH_SIZE` for embeddings); ``jobs`` None or 0 means all cores; ``flip_tta``
+    None is the model's default. Paths may be ``os.PathLike``; they are kept as strings.
+    """
+
+    model: str | None = None
+    contract: str | None = None
+    faces: str = FACES
+    det_size: int = DET_SIZE
+    det_threshold: float = DET_THRESHOLD
+    min_face: float = MIN_FACE
+    pad: float = PAD
+    aligned: bool = False
+    max_pixels: int | None = MAX_PIXELS
+    path_column: str = "path"
+    identity_from: str | None = None
+    shard: str | None = None
+    batch_size: int | None = None
+    jobs: int | None = None
+    threads: int = THREADS
+    device: str = DEVICE
+    save_crops: str | None = None
+    from_scores: str | None = None
+    backend: str = BACKEND
+    scheduler: str | None = None
+    chunk_size: int = CHUNK_SIZE
+    flip_tta: bool | None = None
+
+    def __post_init__(self) -> None:
+        import os
+
+        for name in ("model", "contract", "save_crops", "from_scores"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                object.__setattr__(self, name, os.fspath(value))
+        if self.jobs == 0:
+            object.__setattr__(self, "jobs", None)
+
+    @classmethod
+    def pick(cls, keywords: dict[str, Any]) -> RunOptions:
+        """The options among ``keywords`` (a function's ``locals()``, a flag mapping); other
+        names (``inputs``, ``output``, ``overwrite``, ...) are ignored."""
+        from dataclasses import fields
+
+        return cls(**{f.name: keywords[f.name] for f in fields(cls) if f.name in keywords})
+
+    def face_options(self) -> FaceOptions:
+        """The detection / alignment part."""
+        return FaceOptions(faces=self.faces, det_size=self.det_size, det_threshold=self.det_threshold,
+                           min_face=self.min_face, pad=self.pad, aligned=self.aligned,
+                           max_pixels=self.max_pixels or MAX_PIXELS)

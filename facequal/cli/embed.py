@@ -43,12 +43,9 @@ def embed_cmd(
 ) -> None:
     """Compute one L2-normalised embedding per face, keyed by (path, face_index)."""
     from facequal.api import Job
+    from facequal.options import RunOptions
 
-    job = Job([str(p) for p in inputs or []], task="embedding", model=model,
-              contract=str(contract) if contract else None, faces=faces, det_size=det_size,
-              det_threshold=det_threshold, min_face=min_face, pad=pad, path_column=path_column,
-              identity_from=identity_from, shard=shard, batch_size=batch_size, jobs=jobs or None,
-              threads=threads, device=device, from_scores=str(from_scores) if from_scores else None,
-              backend=backend, scheduler=scheduler, flip_tta=flip_tta)
+    # The flags are named as RunOptions' fields: one mapping for the CLI and the API.
+    job = Job([str(p) for p in inputs or []], task="embedding", options=RunOptions.pick(locals()))
     check_found_inputs(job, inputs, resume=resume, from_scores=from_scores)
     run_job(job, output, overwrite=overwrite, resume=resume, quiet=quiet, label="embedding")

@@ -131,15 +131,10 @@ def score_cmd(
 ) -> None:
     """Detect, align and score every face; write one row per face (and per faceless image)."""
     from facequal.api import Job
+    from facequal.options import RunOptions
 
-    job = Job([str(p) for p in inputs or []], task="quality", model=model,
-              from_scores=str(from_scores) if from_scores else None,
-              contract=str(contract) if contract else None, faces=faces, det_size=det_size,
-              det_threshold=det_threshold, min_face=min_face, pad=pad, aligned=aligned,
-              max_pixels=max_pixels, path_column=path_column, identity_from=identity_from,
-              shard=shard, batch_size=batch_size, jobs=jobs or None, threads=threads, device=device,
-              save_crops=str(save_crops) if save_crops else None,
-              backend=backend, scheduler=scheduler)
+    # The flags are named as RunOptions' fields: one mapping for the CLI and the API.
+    job = Job([str(p) for p in inputs or []], task="quality", options=RunOptions.pick(locals()))
     check_found_inputs(job, inputs, resume=resume, from_scores=from_scores)
     run_job(job, output, overwrite=overwrite, resume=resume, quiet=quiet, label="scoring")
     bad = count_bad(job.summary)

@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -229,6 +230,178 @@ def _show(key: tuple[str, int]) -> str:
     return f"{key[0]!r} face {key[1]}"
 
 
+def _check_pool_options(*, method: str, if_empty: str, tau: float, k: int, min_quality: float | None) -> None:
+    from facequal.options import check_float, check_int
+
+    if method not in METHODS:
+        raise UserError(f"unknown pooling method {method!r} (one of: {', '.join(METHODS)})")
+    if if_empty not in IF_EMPTY:
+        raise UserError(f"unknown --if-empty {if_empty!r} (one of: {', '.join(IF_EMPTY)})")
+    check_float("--tau", tau, 0.0, lo_open=True)
+    check_int("--k", k, 1)
+    if min_quality is not None:  # any finite value: above every quality empties every group
+        check_float("--min-quality", min_quality)
+
+
+@dataclass
+class JoinedFaces:
+    """The ``ok`` faces present in both a score table and an embeddings table, aligned: their
+    keys ``(path, face_index)``, ``quality``, (N, D) ``embeddings`` (float64, not normalised),
+    the group column (``groups``), and what was left out (``messages``)."""
+
+    keys: list[tuple[str, int]]
+    quality: np.ndarray
+    embeddings: np.ndarray
+    groups: pa.Array
+    messages: list[str]
+
+
+def _group_source(st: pa.Table, et: pa.Table, by: str) -> pa.Table:
+    """The table that holds the group column ``by`` (the scores first), checked."""
+    if by in st.column_names:
+        src, what = st, "the score file"
+    elif by in et.column_names:
+        src, what = et, "the embeddings file"
+    else:
+        raise UserError(
+            f"neither the score file nor the embeddings file has a column {by!r} to group by "
+            f"(score columns: {', '.join(st.column_names)})"
+        )
+    require_group_column(src, by, what, "--by")
+    return src
+
+
+def _match_keys(skeys: list[tuple[str, int]], ekeys: list[tuple[str, int]],
+                drop_invalid: bool, messages: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the scores and of the embeddings that are the same faces, in score order."""
+    for what, keys in (("score file", skeys), ("embeddings file", ekeys)):
+        seen: set[tuple[str, int]] = set()
+        for key in keys:
+            if key in seen:
+                raise UserError(
+                    f"the {what} lists {_show(key)} twice: keys (path, face_index) must be unique"
+                )
+            seen.add(key)
+    epos = {key: i for i, key in enumerate(ekeys)}
+    srows = np.array([i for i, key in enumerate(skeys) if key in epos], dtype=np.int64)
+    erows = np.array([epos[skeys[i]] for i in srows], dtype=np.int64)
+    n_no_emb = len(skeys) - len(srows)
+    n_no_score = len(ekeys) - len(erows)
+    if len(srows) == 0:
+        raise UserError(
+            f"no face of the score file has an embedding: keys (path, face_index) do not match "
+            f"(e.g. scores have {_show(skeys[0])}, embeddings have {_show(ekeys[0])}); were both "
+            "files made from the same paths, run from the same directory?"
+        )
+    if n_no_emb or n_no_score:
+        example = next((key for key in skeys if key not in epos), None) or next(
+            key for key in ekeys if key not in set(skeys)
+        )
+        msg = (
+            f"{n_no_emb} face(s) of the score file have no embedding and {n_no_score} embedding(s) have "
+            f"no score (e.g. {_show(example)})"
+        )
+        if not drop_invalid:
+            raise UserError(msg + "; pass --drop-invalid to pool only the faces in both")
+        messages.append(msg + ": left out")
+    return srows, erows
+
+
+def join_faces(st: pa.Table, et: pa.Table, *, by: str, embedding_column: str = "embedding",
+               needs_quality: bool = True, drop_invalid: bool = False) -> JoinedFaces:
+    """Match the ``ok`` faces of a score table and an embeddings table on ``(path, face_index)``
+    (an embeddings table without ``face_index`` means face 0 of each image), with the group column
+    ``by`` from either table (the scores first).
+
+    Unmatched faces, non-finite qualities (``needs_quality``), faces without a group and invalid
+    vectors stop with a message naming an example, unless ``drop_invalid``, which leaves them out
+    and says how many (``messages``).
+    """
+    require_columns(st, ["path", "face_index", "quality"], "the score file")
+    require_columns(et, ["path", embedding_column], "the embeddings file")
+    group_src = _group_source(st, et, by)
+    from_scores = group_src is st
+    messages: list[str] = []
+    st = st.filter(pa.array(_ok_rows(st)))
+    et = et.filter(pa.array(_ok_rows(et)))
+    if st.num_rows == 0:
+        raise UserError("the score file has no face with status 'ok': nothing to pool")
+    if et.num_rows == 0:
+        raise UserError("the embeddings file has no face with status 'ok': nothing to pool")
+    skeys = _keys(st)
+    srows, erows = _match_keys(skeys, _keys(et), drop_invalid, messages)
+    q = np.asarray(pc.cast(st["quality"], pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)[srows]
+    emb, emb_ok = embedding_matrix(et[embedding_column], embedding_column)
+    emb, emb_ok = emb[erows], emb_ok[erows]
+    gcol = (st if from_scores else et)[by].combine_chunks().take(pa.array(srows if from_scores else erows))
+    g_ok = np.asarray(gcol.is_valid().to_numpy(zero_copy_only=False), dtype=bool) if len(gcol) else np.zeros(0, bool)
+    checks = [
+        ("have no finite quality", ~np.isfinite(q) if needs_quality else np.zeros(len(q), bool)),
+        (f"have no {by!r} value", ~g_ok),
+        (f"have a missing, empty or non-finite {embedding_column!r} vector", ~emb_ok),
+    ]
+    bad_any = np.zeros(len(q), dtype=bool)
+    keys = [skeys[i] for i in srows]
+    for what, bad in checks:
+        if bad.any():
+            first = keys[int(np.flatnonzero(bad)[0])]
+            msg = f"{int(bad.sum())} face(s) {what} (e.g. {_show(first)})"
+            if not drop_invalid:
+                raise UserError(msg + "; pass --drop-invalid to leave them out")
+            messages.append(msg + ": left out")
+            bad_any |= bad
+    keep = ~bad_any
+    if not keep.any():
+        raise UserError("no face is left to pool")
+    return JoinedFaces(keys=[k for k, good in zip(keys, keep, strict=True) if good], quality=q[keep],
+                       embeddings=emb[keep], groups=gcol.filter(pa.array(keep)), messages=messages)
+
+
+def _some(labels: pa.Array, codes: list[int]) -> str:
+    names = [str(labels[int(c)].as_py()) for c in codes[:5]]
+    return ", ".join(names) + (f" and {len(codes) - 5} more" if len(codes) > 5 else "")
+
+
+def _group_notes(pooled: Pooled, labels: pa.Array, *, method: str, min_quality: float | None,
+                 if_empty: str) -> list[str]:
+    """What to tell the user about groups left empty or degenerate; an error when none is left."""
+    notes = []
+    if pooled.empty:
+        verb = "are left out" if if_empty == "drop" else "keep only their best face"
+        notes.append(f"{len(pooled.empty)} group(s) have no face with quality >= {min_quality} and {verb}: "
+                     f"{_some(labels, pooled.empty)}")
+    if pooled.degenerate:
+        notes.append(
+            f"{len(pooled.degenerate)} group(s) get no template: the {method}-weighted mean of their "
+            f"embeddings is zero (they cancel out), so it has no direction: {_some(labels, pooled.degenerate)}"
+        )
+    if len(pooled.groups) == 0:
+        if pooled.degenerate:
+            raise UserError(notes[-1] + "; no template to write")
+        raise UserError(f"every group is empty after --min-quality {min_quality}: no template to write")
+    return notes
+
+
+def _template_table(pooled: Pooled, labels: pa.Array, params: dict[str, Any]) -> pa.Table:
+    """The output table: one row per template, the pooling parameters in its metadata."""
+    d = pooled.templates.shape[1]
+    table = pa.table(
+        {
+            params["by"]: labels.take(pa.array(pooled.groups)),
+            "n_members": pa.array(pooled.n_members, pa.int32()),
+            "n_used": pa.array(pooled.n_used, pa.int32()),
+            "quality_mean": pa.array(pooled.q_mean, pa.float32(), from_pandas=True),
+            "quality_min": pa.array(pooled.q_min, pa.float32(), from_pandas=True),
+            "quality_max": pa.array(pooled.q_max, pa.float32(), from_pandas=True),
+            "method": pa.array([params["method"]] * len(pooled.groups), pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(pooled.templates.reshape(-1), pa.float32()), d
+            ),
+        }
+    )
+    return table.replace_schema_metadata({"facequal.pool": json.dumps(params)})
+
+
 @dataclass
 class PoolResult:
     """The template table and the notes worth telling the user."""
@@ -267,156 +440,28 @@ def pool(
     names it (``messages``); when no group is left that is an error.
     """
     from facequal._io import check_output_writable, write_parquet_output
-    from facequal.options import check_float, check_int
 
-    if method not in METHODS:
-        raise UserError(f"unknown pooling method {method!r} (one of: {', '.join(METHODS)})")
-    if if_empty not in IF_EMPTY:
-        raise UserError(f"unknown --if-empty {if_empty!r} (one of: {', '.join(IF_EMPTY)})")
-    check_float("--tau", tau, 0.0, lo_open=True)
-    check_int("--k", k, 1)
-    if min_quality is not None:  # any finite value: above every quality empties every group
-        check_float("--min-quality", min_quality)
+    _check_pool_options(method=method, if_empty=if_empty, tau=tau, k=k, min_quality=min_quality)
     if output is not None:  # before reading anything
         check_output_writable(output, overwrite)
     st = scores if isinstance(scores, pa.Table) else read_table(scores)
     et = embeddings if isinstance(embeddings, pa.Table) else read_table(embeddings)
-    require_columns(st, ["path", "face_index", "quality"], "the score file")
-    require_columns(et, ["path", embedding_column], "the embeddings file")
-    if by in st.column_names:
-        group_src = "scores"
-    elif by in et.column_names:
-        group_src = "embeddings"
-    else:
-        raise UserError(
-            f"neither the score file nor the embeddings file has a column {by!r} to group by "
-            f"(score columns: {', '.join(st.column_names)})"
-        )
-    require_group_column(st if group_src == "scores" else et, by,
-                         "the score file" if group_src == "scores" else "the embeddings file", "--by")
-    messages: list[str] = []
-    st = st.filter(pa.array(_ok_rows(st)))
-    et = et.filter(pa.array(_ok_rows(et)))
-    if st.num_rows == 0:
-        raise UserError("the score file has no face with status 'ok': nothing to pool")
-    if et.num_rows == 0:
-        raise UserError("the embeddings file has no face with status 'ok': nothing to pool")
-
-    skeys, ekeys = _keys(st), _keys(et)
-    for what, keys in (("score file", skeys), ("embeddings file", ekeys)):
-        seen: set[tuple[str, int]] = set()
-        for key in keys:
-            if key in seen:
-                raise UserError(
-                    f"the {what} lists {_show(key)} twice: keys (path, face_index) must be unique"
-                )
-            seen.add(key)
-    epos = {key: i for i, key in enumerate(ekeys)}
-    srows = np.array([i for i, key in enumerate(skeys) if key in epos], dtype=np.int64)
-    erows = np.array([epos[skeys[i]] for i in srows], dtype=np.int64)
-    n_no_emb = len(skeys) - len(srows)
-    n_no_score = len(ekeys) - len(erows)
-    if len(srows) == 0:
-        raise UserError(
-            f"no face of the score file has an embedding: keys (path, face_index) do not match "
-            f"(e.g. scores have {_show(skeys[0])}, embeddings have {_show(ekeys[0])}); were both "
-            "files made from the same paths, run from the same directory?"
-        )
-    if n_no_emb or n_no_score:
-        example = next((key for key in skeys if key not in epos), None) or next(
-            key for key in ekeys if key not in set(skeys)
-        )
-        msg = (
-            f"{n_no_emb} face(s) of the score file have no embedding and {n_no_score} embedding(s) have "
-            f"no score (e.g. {_show(example)})"
-        )
-        if not drop_invalid:
-            raise UserError(msg + "; pass --drop-invalid to pool only the faces in both")
-        messages.append(msg + ": left out")
-
-    q = np.asarray(pc.cast(st["quality"], pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)[
-        srows
-    ]
-    emb, emb_ok = embedding_matrix(et[embedding_column], embedding_column)
-    emb, emb_ok = emb[erows], emb_ok[erows]
-    gcol = (st if group_src == "scores" else et)[by].combine_chunks()
-    gcol = gcol.take(pa.array(srows if group_src == "scores" else erows))
-    g_ok = (
-        np.asarray(gcol.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        if len(gcol)
-        else np.zeros(0, bool)
-    )
-    needs_q = method != "mean" or min_quality is not None
-    checks = [
-        ("have no finite quality", ~np.isfinite(q) if needs_q else np.zeros(len(q), bool)),
-        (f"have no {by!r} value", ~g_ok),
-        (f"have a missing, empty or non-finite {embedding_column!r} vector", ~emb_ok),
-    ]
-    bad_any = np.zeros(len(q), dtype=bool)
-    paths = [skeys[i] for i in srows]
-    for what, bad in checks:
-        if bad.any():
-            first = paths[int(np.flatnonzero(bad)[0])]
-            msg = f"{int(bad.sum())} face(s) {what} (e.g. {_show(first)})"
-            if not drop_invalid:
-                raise UserError(msg + "; pass --drop-invalid to leave them out")
-            messages.append(msg + ": left out")
-            bad_any |= bad
-    keep = ~bad_any
-    if not keep.any():
-        raise UserError("no face is left to pool")
-    q, emb, gcol = q[keep], emb[keep], gcol.filter(pa.array(keep))
+    faces = join_faces(st, et, by=by, embedding_column=embedding_column,
+                       needs_quality=method != "mean" or min_quality is not None, drop_invalid=drop_invalid)
+    messages = list(faces.messages)
+    gcol = faces.groups
     if pa.types.is_dictionary(gcol.type):
         gcol = gcol.cast(gcol.type.value_type)
     enc = pc.dictionary_encode(gcol)
     codes = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
     labels = enc.dictionary
     pooled = pool_arrays(
-        emb, q, codes, method=method, tau=tau, k=k, min_quality=min_quality, if_empty=if_empty
+        faces.embeddings, faces.quality, codes, method=method, tau=tau, k=k, min_quality=min_quality,
+        if_empty=if_empty,
     )
-    if pooled.empty:
-        names = [str(labels[int(c)].as_py()) for c in pooled.empty[:5]]
-        more = f" and {len(pooled.empty) - 5} more" if len(pooled.empty) > 5 else ""
-        verb = "are left out" if if_empty == "drop" else "keep only their best face"
-        messages.append(
-            f"{len(pooled.empty)} group(s) have no face with quality >= {min_quality} and {verb}: "
-            f"{', '.join(names)}{more}"
-        )
-    if pooled.degenerate:
-        names = [str(labels[int(c)].as_py()) for c in pooled.degenerate[:5]]
-        more = f" and {len(pooled.degenerate) - 5} more" if len(pooled.degenerate) > 5 else ""
-        messages.append(
-            f"{len(pooled.degenerate)} group(s) get no template: the {method}-weighted mean of their "
-            f"embeddings is zero (they cancel out), so it has no direction: {', '.join(names)}{more}"
-        )
-    if len(pooled.groups) == 0:
-        if pooled.degenerate:
-            raise UserError(messages[-1] + "; no template to write")
-        raise UserError(f"every group is empty after --min-quality {min_quality}: no template to write")
-    d = pooled.templates.shape[1]
-    table = pa.table(
-        {
-            by: labels.take(pa.array(pooled.groups)),
-            "n_members": pa.array(pooled.n_members, pa.int32()),
-            "n_used": pa.array(pooled.n_used, pa.int32()),
-            "quality_mean": pa.array(pooled.q_mean, pa.float32(), from_pandas=True),
-            "quality_min": pa.array(pooled.q_min, pa.float32(), from_pandas=True),
-            "quality_max": pa.array(pooled.q_max, pa.float32(), from_pandas=True),
-            "method": pa.array([method] * len(pooled.groups), pa.string()),
-            "embedding": pa.FixedSizeListArray.from_arrays(
-                pa.array(pooled.templates.reshape(-1), pa.float32()), d
-            ),
-        }
-    )
-    params = {
-        "method": method,
-        "tau": tau,
-        "k": k,
-        "min_quality": min_quality,
-        "by": by,
-        "if_empty": if_empty,
-    }
-    table = table.replace_schema_metadata({"facequal.pool": json.dumps(params)})
+    messages += _group_notes(pooled, labels, method=method, min_quality=min_quality, if_empty=if_empty)
+    params = {"method": method, "tau": tau, "k": k, "min_quality": min_quality, "by": by, "if_empty": if_empty}
+    table = _template_table(pooled, labels, params)
     if warn is not None:
         for m in messages:
             warn(m)

@@ -430,78 +430,104 @@ def collect(inputs: Sequence[str | os.PathLike[str]], *, path_column: str = "pat
         return _collect(inputs, path_column, identity_from)
 
 
-def _collect(inputs: Sequence[str | os.PathLike[str]], path_column: str, identity_from: str | None) -> Sources:
-    import pyarrow as pa
+class _Collector:
+    """The inputs found so far: image references in input order, each file once (``seen``), the
+    manifests' carried columns and the counts of what was skipped or escaped (``stats``)."""
 
-    fields: dict[str, Any] = {}
-    stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
-    if identity_from not in (None, "parent"):
-        raise UserError(f"--identity-from must be 'parent', not {identity_from!r}")
-    refs: list[ImageRef] = []
-    seen: set[str] = set()
-    manifests: list[tuple[_ManifestColumns, int, int]] = []     # columns, first ref, end
+    def __init__(self, path_column: str) -> None:
+        self.path_column = path_column
+        self.fields: dict[str, Any] = {}
+        self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+        self.refs: list[ImageRef] = []
+        self.seen: set[str] = set()
+        self.manifests: list[tuple[_ManifestColumns, int, int]] = []     # columns, first ref, end
 
-    def add_files(paths: Iterator[str] | list[str]) -> None:
+    def _first_time(self, fs_path: str) -> bool:
+        key = same_file_key(fs_path)
+        if key in self.seen:
+            self.stats["duplicates"] += 1
+            return False
+        self.seen.add(key)
+        return True
+
+    def add_files(self, paths: Iterator[str] | list[str]) -> None:
         for p in paths:
-            key = same_file_key(p)
-            if key in seen:
-                stats["duplicates"] += 1
+            if not self._first_time(p):
                 continue
-            seen.add(key)
             shown = printable_path(p)
             if shown != p:
-                stats["escaped_names"] += 1
-            refs.append(ImageRef(shown, p, {}))
+                self.stats["escaped_names"] += 1
+            self.refs.append(ImageRef(shown, p, {}))
 
-    for raw in inputs:
-        inp = os.fspath(raw)
+    def add_manifest(self, path: str) -> None:
+        if not os.path.isfile(path):
+            raise InputNotFoundError(f"manifest {printable_path(path)}: no such file")
+        first = len(self.refs)
+        cols = None
+        for r in read_manifest(path, self.path_column, self.fields, self.stats):
+            cols = r.carried._cols  # type: ignore[attr-defined]
+            if self._first_time(r.fs_path):
+                self.refs.append(r)
+        if cols is not None:
+            self.manifests.append((cols, first, len(self.refs)))
+
+    def add(self, inp: str) -> None:
+        """One input: a folder (walked), a manifest (read) or an image file."""
         if os.path.isdir(inp):
-            add_files(walk_folder(inp, stats))
+            self.add_files(walk_folder(inp, self.stats))
         elif os.path.splitext(inp)[1].lower() in MANIFEST_EXTENSIONS:
-            if not os.path.isfile(inp):
-                raise InputNotFoundError(f"manifest {printable_path(inp)}: no such file")
-            first = len(refs)
-            cols = None
-            for r in read_manifest(inp, path_column, fields, stats):
-                cols = r.carried._cols  # type: ignore[attr-defined]
-                key = same_file_key(r.fs_path)
-                if key in seen:
-                    stats["duplicates"] += 1
-                    continue
-                seen.add(key)
-                refs.append(r)
-            if cols is not None:
-                manifests.append((cols, first, len(refs)))
+            self.add_manifest(inp)
         elif os.path.lexists(inp):
-            add_files([inp])
+            self.add_files([inp])
         else:
             raise InputNotFoundError(f"input {printable_path(inp)}: no such file or directory")
-    if identity_from == "parent":
-        old = fields.get("identity")
+
+    def add_parent_identity(self) -> None:
+        """``--identity-from parent``: the image's folder name as ``identity`` where no manifest gives one."""
+        import pyarrow as pa
+
+        old = self.fields.get("identity")
         if old is not None and not (pa.types.is_string(old.type) or pa.types.is_large_string(old.type)):
             raise UserError(f"--identity-from parent: the manifest's identity column holds {old.type}, "
                             "not strings")
-        fields.setdefault("identity", pa.field("identity", pa.string()))
-        for cols, a, b in manifests:
+        self.fields.setdefault("identity", pa.field("identity", pa.string()))
+        for cols, a, b in self.manifests:
             if "identity" not in cols.arrays and b > a:
-                size = max(r.carried._i for r in refs[a:b]) + 1  # type: ignore[attr-defined]
+                size = max(r.carried._i for r in self.refs[a:b]) + 1  # type: ignore[attr-defined]
                 values: list[Any] = [None] * size
-                for r in refs[a:b]:
+                for r in self.refs[a:b]:
                     values[r.carried._i] = Path(r.path).parent.name  # type: ignore[attr-defined]
                 cols.add_list("identity", values)
-        for r in refs:
+        for r in self.refs:
             if isinstance(r.carried, dict):
                 r.carried.setdefault("identity", Path(r.path).parent.name)
-    if fields:
-        # inputs of different kinds: every row gets every carried column
-        for cols, _, _ in manifests:
-            for name in fields:
+
+    def fill_carried(self) -> None:
+        """Inputs of different kinds: every row gets every carried column (null where it has none)."""
+        for cols, _, _ in self.manifests:
+            for name in self.fields:
                 cols.add_nulls(name)
-        for r in refs:
+        for r in self.refs:
             if isinstance(r.carried, dict):
-                for name in fields:
+                for name in self.fields:
                     r.carried.setdefault(name, None)
-    return Sources(refs=refs, carried_fields=fields, stats={k: v for k, v in stats.items() if v})
+
+    def sources(self) -> Sources:
+        return Sources(refs=self.refs, carried_fields=self.fields,
+                       stats={k: v for k, v in self.stats.items() if v})
+
+
+def _collect(inputs: Sequence[str | os.PathLike[str]], path_column: str, identity_from: str | None) -> Sources:
+    if identity_from not in (None, "parent"):
+        raise UserError(f"--identity-from must be 'parent', not {identity_from!r}")
+    found = _Collector(path_column)
+    for raw in inputs:
+        found.add(os.fspath(raw))
+    if identity_from == "parent":
+        found.add_parent_identity()
+    if found.fields:
+        found.fill_carried()
+    return found.sources()
 
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:

@@ -329,77 +329,116 @@ def train_step(state: _State, cfg: TrainConfig, params: Mapping[str, Any], x: to
     return out
 
 
-def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
-    """Train, checkpoint, export and calibrate as ``config`` says; returns the run's summary."""
+def _as_config(config: TrainConfig | Mapping[str, Any] | str | Path) -> TrainConfig:
     if isinstance(config, (str, Path)):
-        cfg = TrainConfig.from_file(config)
-    elif isinstance(config, Mapping):
-        cfg = TrainConfig.from_dict(dict(config))
-    else:
-        cfg = config
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic = cfg.deterministic
-        torch.backends.cudnn.benchmark = not cfg.deterministic
-    cache = TrainingCache.open(cfg.cache)
-    rows = training_rows(cache, cfg.variants)
-    contract = student_contract(cfg.width)
-    if tuple(cache.crops_student.shape[1:3]) != tuple(contract.crop_size[::-1]):
-        raise ValueError(f"cache crops are {cache.crops_student.shape[1:3]}, "
-                         f"the student takes {contract.crop_size}")
+        return TrainConfig.from_file(config)
+    if isinstance(config, Mapping):
+        return TrainConfig.from_dict(dict(config))
+    return config
 
-    ckpt_path = out_dir / CHECKPOINT
-    resume_state = None
-    if cfg.resume and ckpt_path.is_file():
-        resume_state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        params = dict(resume_state["label_params"])
-    else:
-        params = label_parameters(cache, rows, cfg)
-    _write_json(out_dir / "config.json", cfg.to_dict())
-    _write_json(out_dir / "label_params.json", params)
 
-    sources = list(cache.meta["sources"])
-    weights = None
-    if cfg.source_weights is not None:
-        weights = {sources.index(name): float(w) for name, w in cfg.source_weights.items() if name in sources}
-    sub = PKSampler(np.asarray(cache.identity[rows]), np.asarray(cache.source[rows]),
-                    np.asarray(cache.image[rows]), p=cfg.p, k=cfg.k, source_weights=weights,
-                    seed=cfg.seed, fill=cfg.fill, singletons=cfg.singletons)
-    folds_all = identity_folds(np.asarray(cache.identity), cfg.oof_folds, cfg.seed)
+class _Run:
+    """What one training run holds: the config, the cache rows it trains on, the label
+    parameters, the batch sampler, the trainable state and where it writes (``out_dir``).
+    Built by :meth:`open` (fresh, or from the last checkpoint with ``resume``)."""
 
-    state = _State(cfg, tuple(cache.feat.shape[1:]), device)
-    start = 0
-    if resume_state is not None:
-        state.load_state_dict(resume_state)
-        start = int(resume_state["step"])
-        torch.set_rng_state(resume_state["torch_rng"].cpu())
-        if device.type == "cuda" and resume_state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(resume_state["cuda_rng"].cpu())
-    log_path = out_dir / LOG
-    _trim_log(log_path, start)
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(cfg.out_dir)
+        self.device = resolve_device(cfg.device)
+        self.cache = TrainingCache.open(cfg.cache)
+        self.rows = training_rows(self.cache, cfg.variants)
+        self.contract = student_contract(cfg.width)
+        if tuple(self.cache.crops_student.shape[1:3]) != tuple(self.contract.crop_size[::-1]):
+            raise ValueError(f"cache crops are {self.cache.crops_student.shape[1:3]}, "
+                             f"the student takes {self.contract.crop_size}")
+        self.val_cache = TrainingCache.open(cfg.val_cache) if cfg.val_cache else None
+        self.ckpt_path = self.out_dir / CHECKPOINT
+        self.best_path = self.out_dir / BEST
+        self.best: dict[str, Any] = {}
+        self.start = 0
 
-    val_cache = TrainingCache.open(cfg.val_cache) if cfg.val_cache else None
+    @classmethod
+    def open(cls, cfg: TrainConfig) -> _Run:
+        run = cls(cfg)
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if run.device.type == "cuda":
+            torch.backends.cudnn.deterministic = cfg.deterministic
+            torch.backends.cudnn.benchmark = not cfg.deterministic
+        resume_state = None
+        if cfg.resume and run.ckpt_path.is_file():
+            resume_state = torch.load(run.ckpt_path, map_location=run.device, weights_only=True)
+            run.params = dict(resume_state["label_params"])
+        else:
+            run.params = label_parameters(run.cache, run.rows, cfg)
+        _write_json(run.out_dir / "config.json", cfg.to_dict())
+        _write_json(run.out_dir / "label_params.json", run.params)
+        run.sampler = run._sampler()
+        run.folds = identity_folds(np.asarray(run.cache.identity), cfg.oof_folds, cfg.seed)
+        run.state = _State(cfg, tuple(run.cache.feat.shape[1:]), run.device)
+        if resume_state is not None:
+            run.state.load_state_dict(resume_state)
+            run.start = int(resume_state["step"])
+            torch.set_rng_state(resume_state["torch_rng"].cpu())
+            if run.device.type == "cuda" and resume_state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(resume_state["cuda_rng"].cpu())
+        _trim_log(run.out_dir / LOG, run.start)
+        if cfg.select_on and resume_state is not None and run.best_path.is_file():
+            saved = torch.load(run.best_path, map_location="cpu", weights_only=True)
+            run.best = {"step": int(saved["step"]), "value": float(saved["value"])}
+        elif run.best_path.is_file():
+            run.best_path.unlink()  # a fresh run: a best checkpoint from an earlier run must not be exported
+        return run
 
-    def checkpoint(next_step: int) -> None:
-        _atomic_torch_save({**state.state_dict(), "step": next_step, "config": cfg.to_json(),
-                            "label_params": params, "torch_rng": torch.get_rng_state(),
-                            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None},
-                           ckpt_path)
+    def _sampler(self) -> PKSampler:
+        cfg, cache, rows = self.cfg, self.cache, self.rows
+        sources = list(cache.meta["sources"])
+        weights = None
+        if cfg.source_weights is not None:
+            weights = {sources.index(name): float(w) for name, w in cfg.source_weights.items() if name in sources}
+        return PKSampler(np.asarray(cache.identity[rows]), np.asarray(cache.source[rows]),
+                         np.asarray(cache.image[rows]), p=cfg.p, k=cfg.k, source_weights=weights,
+                         seed=cfg.seed, fill=cfg.fill, singletons=cfg.singletons)
 
-    best_path = out_dir / BEST
-    best: dict[str, Any] = {}
-    if cfg.select_on and resume_state is not None and best_path.is_file():
-        saved = torch.load(best_path, map_location="cpu", weights_only=True)
-        best = {"step": int(saved["step"]), "value": float(saved["value"])}
-    elif best_path.is_file():
-        best_path.unlink()  # a fresh run: a best checkpoint from an earlier run must not be exported
+    def batch(self, step: int) -> tuple[torch.Tensor, ...]:
+        """Step ``step``'s batch as tensors: input crops, teacher embeddings and features,
+        identity, image and out-of-fold fold of each row."""
+        cfg, cache, device = self.cfg, self.cache, self.device
+        r = self.rows[np.sort(self.sampler.batch(step))]
+        crops = np.asarray(cache.crops_student[r])
+        if cfg.online_bands > 0:
+            rng = np.random.default_rng([cfg.seed, step, 1])
+            crops = np.stack([border_bands(c, rng, p_side=cfg.online_bands)[0] for c in crops])
 
-    def consider_best(step: int, entry: Mapping[str, Any]) -> None:
+        def tensor(a: Any, dtype: Any) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(a, dtype=dtype)).to(device)
+
+        return (to_input(crops, self.contract, device, cfg.channels_last), tensor(cache.emb[r], np.float32),
+                tensor(cache.feat[r], np.float32), tensor(cache.identity[r], np.int64),
+                tensor(cache.image[r], np.int64), tensor(self.folds[r], self.folds.dtype))
+
+    def validate(self) -> dict[str, Any]:
+        """The validation numbers of the current weights (and of their average, ``ema_*``)."""
+        cfg, state, val = self.cfg, self.state, self.val_cache
+        if cfg.mode == "branch":   # the branch alone: its own validation numbers
+            return evaluate_branch(state.branches[0], val, self.params, self.device)
+        entry = evaluate(state.student, val, self.params, self.contract, self.device, cfg.channels_last)
+        if state.ema is not None:
+            entry.update({"ema_" + k: v for k, v in evaluate(
+                state.ema.module, val, self.params, self.contract, self.device, cfg.channels_last).items()})
+        return entry
+
+    def checkpoint(self, next_step: int) -> None:
+        _atomic_torch_save({**self.state.state_dict(), "step": next_step, "config": self.cfg.to_json(),
+                            "label_params": self.params, "torch_rng": torch.get_rng_state(),
+                            "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None},
+                           self.ckpt_path)
+
+    def consider_best(self, step: int, entry: Mapping[str, Any]) -> None:
         """Keep the student of the best validation step so far (``select_on``), raw or averaged."""
+        cfg, state, best = self.cfg, self.state, self.best
         if not cfg.select_on:
             return
         higher = SELECT_ON[cfg.select_on]
@@ -415,61 +454,47 @@ def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
             return
         best.update(step=step, value=float(value))
         _atomic_torch_save({"student": module.state_dict(), "step": step, "value": float(value),
-                            "select_on": cfg.select_on, "weights": weights}, best_path)
+                            "select_on": cfg.select_on, "weights": weights}, self.best_path)
 
-    state.student.train()
-    state.branches.train()
-    stop = cfg.steps if cfg.max_steps_this_run is None else min(cfg.steps, start + cfg.max_steps_this_run)
-    t0, seen = time.perf_counter(), 0
-    with log_path.open("a", encoding="utf-8") as log:
-        for step in range(start, stop):
-            lr = lr_at(cfg, step)
-            for group in state.optimizer.param_groups:
-                group["lr"] = lr
-            local = np.sort(sub.batch(step))
-            r = rows[local]
-            crops = np.asarray(cache.crops_student[r])
-            if cfg.online_bands > 0:
-                rng = np.random.default_rng([cfg.seed, step, 1])
-                crops = np.stack([border_bands(c, rng, p_side=cfg.online_bands)[0] for c in crops])
-            x = to_input(crops, contract, device, cfg.channels_last)
-            emb = torch.from_numpy(np.asarray(cache.emb[r], dtype=np.float32)).to(device)
-            feat = torch.from_numpy(np.asarray(cache.feat[r], dtype=np.float32)).to(device)
-            ident = torch.from_numpy(np.asarray(cache.identity[r], dtype=np.int64)).to(device)
-            image = torch.from_numpy(np.asarray(cache.image[r], dtype=np.int64)).to(device)
-            fold = torch.from_numpy(folds_all[r]).to(device)
-            terms = train_step(state, cfg, params, x, emb, feat, ident, image, fold)
-            seen += len(r)
-            if not math.isfinite(terms["loss"]):
-                raise FloatingPointError(f"loss is {terms['loss']} at step {step}")
-            last = step + 1 == stop
-            if step % cfg.log_every == 0 or last:
-                dt = time.perf_counter() - t0
-                entry = {"step": step, "lr": lr, **terms, "batch": len(r),
-                         "images_per_s": seen / max(dt, 1e-9)}
-                if val_cache is not None and cfg.eval_every and (step % cfg.eval_every == 0 or last):
-                    if cfg.mode == "branch":   # the branch alone: its own validation numbers
-                        entry.update(evaluate_branch(state.branches[0], val_cache, params, device))
-                    else:
-                        entry.update(evaluate(state.student, val_cache, params, contract, device,
-                                              cfg.channels_last))
-                        if state.ema is not None:
-                            entry.update({"ema_" + k: v for k, v in evaluate(
-                                state.ema.module, val_cache, params, contract, device,
-                                cfg.channels_last).items()})
-                    # the weights after this step's update: the ones evaluate() just scored
-                    consider_best(step + 1, entry)
-                log.write(json.dumps(entry, default=float) + "\n")
-                log.flush()
-            if (step + 1) % cfg.checkpoint_every == 0 or last:
-                checkpoint(step + 1)
-    done = max(start, stop)
-    summary: dict[str, Any] = {"steps_done": done, "steps": cfg.steps, "device": str(device),
-                               "label_params": params, "out_dir": str(out_dir)}
-    if done >= cfg.steps and cfg.export and cfg.mode != "branch":
+    def train(self) -> int:
+        """Steps from the last checkpoint to ``steps`` (or ``max_steps_this_run`` of them),
+        logging, validating and checkpointing on the config's schedule; returns the steps done."""
+        cfg, state = self.cfg, self.state
+        state.student.train()
+        state.branches.train()
+        stop = cfg.steps if cfg.max_steps_this_run is None else min(cfg.steps, self.start + cfg.max_steps_this_run)
+        t0, seen = time.perf_counter(), 0
+        with (self.out_dir / LOG).open("a", encoding="utf-8") as log:
+            for step in range(self.start, stop):
+                lr = lr_at(cfg, step)
+                for group in state.optimizer.param_groups:
+                    group["lr"] = lr
+                batch = self.batch(step)
+                terms = train_step(state, cfg, self.params, *batch)
+                seen += len(batch[0])
+                if not math.isfinite(terms["loss"]):
+                    raise FloatingPointError(f"loss is {terms['loss']} at step {step}")
+                last = step + 1 == stop
+                if step % cfg.log_every == 0 or last:
+                    entry = {"step": step, "lr": lr, **terms, "batch": len(batch[0]),
+                             "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
+                    if self.val_cache is not None and cfg.eval_every and (step % cfg.eval_every == 0 or last):
+                        entry.update(self.validate())
+                        # the weights after this step's update: the ones validate() just scored
+                        self.consider_best(step + 1, entry)
+                    log.write(json.dumps(entry, default=float) + "\n")
+                    log.flush()
+                if (step + 1) % cfg.checkpoint_every == 0 or last:
+                    self.checkpoint(step + 1)
+        return max(self.start, stop)
+
+    def export(self, summary: dict[str, Any]) -> None:
+        """Load the selected weights (best validation step, else the average, else the last)
+        into the student, then export and calibrate it (:func:`finish`) into ``summary``."""
+        cfg, state = self.cfg, self.state
         weights = "raw"
-        if cfg.select_on and best_path.is_file():
-            saved = torch.load(best_path, map_location=device, weights_only=True)
+        if cfg.select_on and self.best_path.is_file():
+            saved = torch.load(self.best_path, map_location=self.device, weights_only=True)
             state.student.load_state_dict(saved["student"])
             weights = str(saved.get("weights", "raw"))
             summary["selected"] = {"on": cfg.select_on, "step": int(saved["step"]), "value": float(saved["value"]),
@@ -477,9 +502,20 @@ def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
         elif state.ema is not None:   # no validation choice: the average is what was asked for
             state.student.load_state_dict(state.ema.module.state_dict())
             weights = "ema"
-        summary.update(finish(state.student, cfg, params, val_cache, device,
+        summary.update(finish(state.student, cfg, self.params, self.val_cache, self.device,
                               selected_step=summary.get("selected", {}).get("step"), weights=weights))
-    _write_json(out_dir / "summary.json", summary)
+
+
+def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """Train, checkpoint, export and calibrate as ``config`` says; returns the run's summary."""
+    cfg = _as_config(config)
+    job = _Run.open(cfg)
+    done = job.train()
+    summary: dict[str, Any] = {"steps_done": done, "steps": cfg.steps, "device": str(job.device),
+                               "label_params": job.params, "out_dir": str(job.out_dir)}
+    if done >= cfg.steps and cfg.export and cfg.mode != "branch":
+        job.export(summary)
+    _write_json(job.out_dir / "summary.json", summary)
     return summary
 
 

@@ -1,0 +1,54 @@
+"""One set of run options for the CLI and the API (facequal.options.RunOptions)."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+import facequal
+from facequal.cli.embed import embed_cmd
+from facequal.cli.score import score_cmd
+from facequal.options import BATCH_SIZE, EMBED_BATCH_SIZE, RunOptions
+
+# Options that only one task has (the rest are shared by score, iter_score and embed).
+ONLY_SCORE = {"aligned", "save_crops", "max_pixels"}
+ONLY_EMBED = {"flip_tta"}
+NOT_A_FLAG = {"chunk_size"}  # an API tuning knob
+
+
+def test_every_run_option_is_a_keyword_of_the_api_and_a_flag_of_the_cli():
+    names = {f.name for f in fields(RunOptions)}
+    for fn, skip in ((facequal.score, ONLY_EMBED), (facequal.iter_score, ONLY_EMBED),
+                     (facequal.embed, ONLY_SCORE)):
+        params = inspect.signature(fn).parameters
+        missing = names - skip - set(params)
+        assert not missing, (fn.__name__, missing)
+        for name in names - skip:
+            assert params[name].kind is inspect.Parameter.KEYWORD_ONLY, (fn.__name__, name)
+    for cmd, skip in ((score_cmd, ONLY_EMBED | NOT_A_FLAG), (embed_cmd, ONLY_SCORE | NOT_A_FLAG)):
+        missing = names - skip - set(inspect.signature(cmd).parameters)
+        assert not missing, (cmd.__name__, missing)
+
+
+def test_pick_takes_the_options_and_ignores_the_rest():
+    opts = RunOptions.pick({"inputs": ["a"], "output": "o.parquet", "overwrite": True, "quiet": True,
+                            "jobs": 0, "save_crops": Path("crops"), "contract": Path("c.json"), "pad": 0.5})
+    assert opts.jobs is None  # 0: all cores
+    assert opts.save_crops == "crops" and opts.contract == "c.json"
+    assert opts.pad == 0.5 and opts.faces == RunOptions().faces
+
+
+def test_job_options_override_and_task_batch_defaults(tiny_model, face_folder):
+    job = facequal.api.Job([face_folder], model=str(tiny_model), options=RunOptions(threads=1), jobs=1)
+    assert job.jobs == 1 and job.run_options.threads == 1
+    assert job.config.batch_size == BATCH_SIZE
+    assert RunOptions(batch_size=None).batch_size is None and EMBED_BATCH_SIZE != BATCH_SIZE
+
+
+def test_options_are_checked_by_the_api_with_the_parameter_named(face_folder, tiny_model):
+    with pytest.raises(ValueError) as e:
+        facequal.api.Job([face_folder], model=str(tiny_model), options=RunOptions(det_size=-1))
+    assert e.value.param == "det_size"
