@@ -9,6 +9,7 @@ much less, so both are printed: on a busy machine trust the CPU ratio.
 
     python bench/score_speed.py ../shared/data/lfw --limit 2000
     python bench/score_speed.py ../shared/data/lfw --limit 1000 --stand-in   # before a bundled model exists
+    python bench/score_speed.py ../shared/data/lfw --cold-start 10           # one image, fresh processes
 
 ``--stand-in`` runs the reference dm100 ONNX (the same network, hence the same cost, as the
 bundled dm100) under the bundled model's alignment contract (five points straight to 96x96).
@@ -134,6 +135,31 @@ def pipeline_rate(manifest: str, jobs: int, options: dict, workdir: str) -> Meas
     return m
 
 
+def cold_start(image: str, n: int) -> None:
+    """Wall time of ``n`` fresh processes scoring one image into a new file, interleaved with
+    ``facequal --version`` (Python start-up plus the CLI's imports: the floor of any command)."""
+    import shutil
+    import statistics
+    import subprocess
+
+    # the console script of the Python running this bench (its venv), else the one on PATH
+    exe = os.path.join(os.path.dirname(sys.executable), "facequal")
+    exe = exe if os.path.exists(exe) else (shutil.which("facequal") or "facequal")
+    times: dict[str, list[float]] = {"score": [], "version": []}
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(n + 1):  # the first of each fills the page cache and is not counted
+            for what, cmd in (("version", [exe, "--version"]),
+                              ("score", [exe, "score", image, "-o", os.path.join(d, f"{i}.parquet"), "-q"])):
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                if i:
+                    times[what].append(time.perf_counter() - t0)
+    sc, ve = times["score"], times["version"]
+    print(f"cold start, one image ({image}), {n} runs: `facequal score` best {min(sc):.2f} s, median "
+          f"{statistics.median(sc):.2f} s; `facequal --version` best {min(ve):.2f} s, median "
+          f"{statistics.median(ve):.2f} s; scoring itself adds {min(sc) - min(ve):.2f} s (best)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder")
@@ -145,7 +171,13 @@ def main() -> None:
     ap.add_argument("--stand-in", action="store_true",
                     help="the reference dm100 ONNX under the bundled model's contract (see above)")
     ap.add_argument("--det-size", type=int, default=640)
+    ap.add_argument("--cold-start", type=int, default=0, metavar="N",
+                    help="only the cold start: N fresh `facequal score ONE.jpg` processes (and `facequal "
+                         "--version` as the floor of any command), best and median wall time")
     a = ap.parse_args()
+    if a.cold_start:
+        cold_start(list_images(a.folder, 1)[0], a.cold_start)
+        return
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -17,10 +17,6 @@ import numpy as np
 import pyarrow as pa
 
 from facequal import __version__, schema
-from facequal.curate.pool import pool  # noqa: F401 (a verb of the API)
-from facequal.curate.report.build import build_report as report  # noqa: F401 (a verb of the API)
-from facequal.eval.calibrate import calibrate  # noqa: F401 (a verb of the API)
-from facequal.eval.evaluate import evaluate  # noqa: F401 (a verb of the API)
 from facequal.models.zoo import DEFAULT_EMBEDDING_MODEL, ModelSpec, resolve_model
 from facequal.options import (
     BACKEND,
@@ -389,3 +385,20 @@ def filter(scores: str | os.PathLike[str] | pa.Table, *, min_quality: float | No
     assert res.table is not None
     return res.table
 
+
+# The verbs that read finished tables, imported on first use: a scoring run (the CLI's `score`,
+# a one-image cold start) then never loads pyarrow.compute and the report / evaluation code.
+_LAZY_VERBS = {"pool": ("facequal.curate.pool", "pool"),
+               "report": ("facequal.curate.report.build", "build_report"),
+               "calibrate": ("facequal.eval.calibrate", "calibrate"),
+               "evaluate": ("facequal.eval.evaluate", "evaluate")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_VERBS:
+        import importlib
+
+        module, attr = _LAZY_VERBS[name]
+        globals()[name] = verb = getattr(importlib.import_module(module), attr)
+        return verb
+    raise AttributeError(f"module 'facequal.api' has no attribute {name!r}")

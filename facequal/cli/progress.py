@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from typing import IO, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from facequal import schema
 
@@ -91,11 +91,12 @@ class RunProgress:
                                              faces=0, errors=0)
 
     def advance(self, table: pa.Table, n_images: int) -> None:
-        status = table.column("status")
         self.images += n_images
-        self.faces += pc.sum(pc.equal(status, schema.OK)).as_py() or 0
-        self.no_face += pc.sum(pc.equal(status, schema.NO_FACE)).as_py() or 0
-        bad = pc.sum(pc.invert(pc.is_in(status, pa.array([schema.OK, schema.NO_FACE])))).as_py() or 0
+        # a chunk's statuses counted in Python: pyarrow.compute would cost a one-image run 60 ms of import
+        counts = Counter(table.column("status").to_pylist())
+        self.faces += counts.get(schema.OK, 0)
+        self.no_face += counts.get(schema.NO_FACE, 0)
+        bad = sum(v for k, v in counts.items() if k not in (schema.OK, schema.NO_FACE))
         self.errors += bad
         if self._progress is not None:
             dt = max(time.perf_counter() - self.t0, 1e-9)

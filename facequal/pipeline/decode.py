@@ -81,6 +81,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
 # Formats facequal decodes. Pillow identifies many more (EPS, for one, runs Ghostscript on the
 # file); an input of any other format is "unreadable" rather than handed to such a decoder.
 DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "PPM", "TGA", "JPEG2000", "AVIF")
+# Pillow's plugin modules for those formats (BMP and DIB share one).
+_PLUGINS = ("JpegImagePlugin", "PngImagePlugin", "WebPImagePlugin", "GifImagePlugin", "BmpImagePlugin",
+            "TiffImagePlugin", "PpmImagePlugin", "TgaImagePlugin", "Jpeg2KImagePlugin", "AvifImagePlugin")
 _IN_MEMORY_MAX = 16 << 20           # files up to this size are read in one go
 MAX_MESSAGE = 300                    # error messages are cut to this many characters
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -89,8 +92,15 @@ _O_BINARY = getattr(os, "O_BINARY", 0)
 
 @functools.cache
 def _formats() -> tuple[str, ...]:
-    # Image.init() walks Pillow's plugin registry: once per process, not once per image.
-    Image.init()
+    # Only the plugins of the formats decoded are imported (Image.init() would import all ~45 of
+    # Pillow's, a cost a one-image run pays at start-up); once per process, not once per image.
+    import importlib
+
+    for module in _PLUGINS:
+        try:
+            importlib.import_module(f"PIL.{module}")
+        except ImportError:  # a format this Pillow build lacks (AVIF before Pillow 11.3)
+            pass
     return tuple(f for f in DECODE_FORMATS if f in Image.OPEN)
 
 
