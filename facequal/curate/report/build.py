@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -215,6 +216,151 @@ def _num(x: float, f32: bool) -> float | None:
     return float(str(np.float32(x))) if f32 else float(x)
 
 
+def _check_report_options(*, order: str, max_faces: int, thumb_size: int, fmt: str, threshold: float,
+                          jobs: int, thumb_quality: int) -> None:
+    from facequal.curate.report.thumbs import FORMATS
+    from facequal.options import check_int
+
+    if order not in ORDERS:
+        raise UserError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
+    if max_faces < 1:
+        raise UserError(f"--max-faces must be >= 1, not {max_faces}")
+    if not 16 <= thumb_size <= 256:
+        raise UserError(f"--thumb-size must be between 16 and 256 pixels, not {thumb_size}")
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise UserError(f"--threshold must be in [0, 1], not {threshold}")
+    check_int("--jobs", jobs, 0, note=" (0: all cores)")
+    check_int("thumb_quality", thumb_quality, 1, 100)
+
+
+@dataclass
+class _Selection:
+    """The faces of a score table and the tiles shown: every face's quality (``q_all``, for the
+    histogram), the shown faces sorted by quality (``shown``, ``q``), the rows without a face."""
+
+    q_all: np.ndarray
+    f32: bool
+    n_faces: int
+    shown: pa.Table
+    q: np.ndarray
+    others: pa.Table
+    status_counts: dict[str, int]
+    sampled: bool
+    notes: list[str]
+
+
+def _select_tiles(table: pa.Table, max_faces: int) -> _Selection:
+    status = np.asarray(pc.fill_null(table["status"], "").to_numpy(zero_copy_only=False), dtype=object)
+    fidx = np.asarray(pc.fill_null(table["face_index"], -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    is_face = (status == schema.OK) & (fidx >= 0)
+    faces = table.filter(pa.array(is_face))
+    others = table.filter(pa.array(~is_face))
+    q_all = _floats(faces, "quality")
+    n_faces = faces.num_rows
+    notes: list[str] = []
+    pick = sample_even(q_all, max_faces)
+    sampled = len(pick) < n_faces
+    if sampled:
+        notes.append(
+            f"Showing {len(pick):,} of {n_faces:,} faces, sampled evenly across the quality range "
+            f"(--max-faces {max_faces:,}); the histogram and the counts cover all {n_faces:,}."
+        )
+    shown = faces.take(pa.array(pick, pa.int64()))
+    q = q_all[pick]
+    # Send the tiles sorted by quality (NaN last); the page re-sorts only when asked.
+    srt = np.lexsort((np.arange(len(q)), np.nan_to_num(q, nan=np.inf)))
+    status_counts: dict[str, int] = {}
+    for s in list(status[is_face]) + [s if s is not None else "" for s in others["status"].to_pylist()]:
+        status_counts[str(s)] = status_counts.get(str(s), 0) + 1
+    return _Selection(q_all=q_all, f32=pa.types.is_float32(table["quality"].type),  # compare as `filter` does
+                      n_faces=n_faces, shown=shown.take(pa.array(srt, pa.int64())), q=q[srt], others=others,
+                      status_counts=status_counts, sampled=sampled, notes=notes)
+
+
+@dataclass
+class _Tiles:
+    """Each shown face's image: an embedded thumbnail (``thumbs``), a link to its crop on disk
+    (``urls``, with ``link``), or why there is none (``errors``)."""
+
+    paths: list[str]
+    thumbs: list[str]
+    urls: list[str]
+    errors: list[str]
+    n_linked: int
+    n_errors: int
+    notes: list[str]
+
+
+def _tile_images(shown: pa.Table, *, base_dir: str, out_dir: str, link: bool, size: int, fmt: str, quality: int,
+                 jobs: int, progress: Callable[[str], None] | None) -> _Tiles:
+    from facequal.pipeline.sources import fs_path_of  # the real name of an escaped non-UTF-8 path
+
+    paths = [p if p is not None else "" for p in shown["path"].to_pylist()]
+    crops = shown["crop_path"].to_pylist() if "crop_path" in shown.column_names else [None] * len(paths)
+    lms = shown["landmarks"].to_pylist() if "landmarks" in shown.column_names else [None] * len(paths)
+
+    def absolute(p: str | None) -> str | None:
+        return None if not p else os.path.normpath(os.path.join(base_dir, fs_path_of(p)))
+
+    tiles = _Tiles(paths=paths, thumbs=[""] * len(paths), urls=[""] * len(paths), errors=[""] * len(paths),
+                   n_linked=0, n_errors=0, notes=[])
+    todo = []
+    for i, (p, c, lm) in enumerate(zip(paths, crops, lms, strict=True)):
+        ca = absolute(c)
+        if link and ca is not None and os.path.isfile(ca):
+            tiles.urls[i] = urllib.parse.quote(os.path.relpath(ca, out_dir).replace(os.sep, "/"), safe="/",
+                                               errors="surrogateescape")
+            tiles.n_linked += 1
+        else:
+            todo.append((i, absolute(p) or "", ca, lm))
+    if link and tiles.n_linked < len(paths):
+        tiles.notes.append(
+            f"--link: {len(paths) - tiles.n_linked:,} faces have no crop on disk; their thumbnails are embedded."
+        )
+    if progress is not None and todo:
+        progress(f"making {len(todo):,} thumbnails")
+    for i, (t, e) in make_thumbnails(todo, size=size, fmt=fmt, quality=quality, jobs=jobs).items():
+        if t is None:
+            tiles.n_errors += 1
+            tiles.errors[i] = e or "failed"
+        else:
+            tiles.thumbs[i] = t
+    if tiles.n_errors:
+        tiles.notes.append(
+            f"{tiles.n_errors:,} faces have no thumbnail (image or crop unreadable); hover a ✕ tile for the reason."
+        )
+    return tiles
+
+
+def _face_payload(sel: _Selection, tiles: _Tiles, group: str | None) -> dict[str, Any]:
+    """The shown faces as the page's script reads them: one list per field."""
+    shown, f32 = sel.shown, sel.f32
+    raw = _floats(shown, "quality_raw") if "quality_raw" in shown.column_names else None
+    return {
+        "p": tiles.paths,
+        "i": [int(v) for v in shown["face_index"].to_pylist()],
+        "q": [_num(v, f32) for v in sel.q],
+        "r": [_num(v, f32) for v in raw] if raw is not None else None,
+        "s": [s or "" for s in shown["status"].to_pylist()],
+        "g": [None if v is None else str(v) for v in shown[group].to_pylist()] if group is not None else None,
+        "t": tiles.thumbs,
+        "u": tiles.urls if tiles.n_linked else None,
+        "e": tiles.errors if tiles.n_errors else None,
+    }
+
+
+def _nonface_payload(others: pa.Table) -> dict[str, Any]:
+    """The first rows without a face (no face, unreadable, ...), with their errors."""
+    lim = min(others.num_rows, MAX_NONFACE_LISTED)
+    return {
+        "p": [p or "" for p in others["path"].slice(0, lim).to_pylist()],
+        "s": [s if s is not None else "" for s in others["status"].slice(0, lim).to_pylist()],
+        "e": others["error"].slice(0, lim).to_pylist() if "error" in others.column_names else [None] * lim,
+    }
+
+
 def build_report(
     scores: str | Path | pa.Table,
     output: str | Path,
@@ -244,140 +390,46 @@ def build_report(
     instead of embedding them. Relative paths in the score file are taken against ``base``.
     """
     from facequal._io import check_output_writable, write_output
-    from facequal.curate.report.thumbs import FORMATS, MIME
-    from facequal.options import check_int
+    from facequal.curate.report.thumbs import MIME
 
     out = check_output_writable(output, overwrite)  # before any thumbnail is made
-    if order not in ORDERS:
-        raise UserError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
-    if max_faces < 1:
-        raise UserError(f"--max-faces must be >= 1, not {max_faces}")
-    if not 16 <= thumb_size <= 256:
-        raise UserError(f"--thumb-size must be between 16 and 256 pixels, not {thumb_size}")
-    if fmt not in FORMATS:
-        raise UserError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise UserError(f"--threshold must be in [0, 1], not {threshold}")
-    check_int("--jobs", jobs, 0, note=" (0: all cores)")
-    check_int("thumb_quality", thumb_quality, 1, 100)
+    _check_report_options(order=order, max_faces=max_faces, thumb_size=thumb_size, fmt=fmt,
+                          threshold=threshold, jobs=jobs, thumb_quality=thumb_quality)
     src_name = source if source is not None else (str(scores) if not isinstance(scores, pa.Table) else "")
     table = scores if isinstance(scores, pa.Table) else read_table(scores)
     require_columns(table, ["path", "face_index", "status", "quality"], "the score file")
     if group is not None:
         require_group_column(table, group, "the score file")
     base_dir = os.path.abspath(base) if base is not None else os.getcwd()
-
-    status = np.asarray(pc.fill_null(table["status"], "").to_numpy(zero_copy_only=False), dtype=object)
-    fidx = np.asarray(pc.fill_null(table["face_index"], -1).to_numpy(zero_copy_only=False), dtype=np.int64)
-    is_face = (status == schema.OK) & (fidx >= 0)
-    faces = table.filter(pa.array(is_face))
-    others = table.filter(pa.array(~is_face))
-    q_all = _floats(faces, "quality")
-    f32 = pa.types.is_float32(table["quality"].type)  # compare as `facequal filter` does
-    n_faces = faces.num_rows
-    notes: list[str] = []
-
-    pick = sample_even(q_all, max_faces)
-    sampled = len(pick) < n_faces
-    if sampled:
-        notes.append(
-            f"Showing {len(pick):,} of {n_faces:,} faces, sampled evenly across the quality range "
-            f"(--max-faces {max_faces:,}); the histogram and the counts cover all {n_faces:,}."
-        )
-    shown = faces.take(pa.array(pick, pa.int64()))
-    q = q_all[pick]
-    # Send the tiles sorted by quality (NaN last); the page re-sorts only when asked.
-    srt = np.lexsort((np.arange(len(q)), np.nan_to_num(q, nan=np.inf)))
-    shown, q = shown.take(pa.array(srt, pa.int64())), q[srt]
-
-    paths = [p if p is not None else "" for p in shown["path"].to_pylist()]
-    crops = shown["crop_path"].to_pylist() if "crop_path" in shown.column_names else [None] * len(paths)
-    lms = shown["landmarks"].to_pylist() if "landmarks" in shown.column_names else [None] * len(paths)
-
-    def absolute(p: str | None) -> str | None:
-        from facequal.pipeline.sources import fs_path_of  # the real name of an escaped non-UTF-8 path
-
-        return None if not p else os.path.normpath(os.path.join(base_dir, fs_path_of(p)))
-
-    thumbs: list[str] = [""] * len(paths)
-    urls: list[str] = [""] * len(paths)
-    errs: list[str] = [""] * len(paths)
-    todo = []
-    n_linked = 0
-    out_dir = os.path.dirname(os.path.abspath(out))
-    for i, (p, c, lm) in enumerate(zip(paths, crops, lms, strict=True)):
-        ca = absolute(c)
-        if link and ca is not None and os.path.isfile(ca):
-            urls[i] = urllib.parse.quote(os.path.relpath(ca, out_dir).replace(os.sep, "/"), safe="/",
-                                         errors="surrogateescape")
-            n_linked += 1
-        else:
-            todo.append((i, absolute(p) or "", ca, lm))
-    if link and n_linked < len(paths):
-        notes.append(
-            f"--link: {len(paths) - n_linked:,} faces have no crop on disk; their thumbnails are embedded."
-        )
-    if progress is not None and todo:
-        progress(f"making {len(todo):,} thumbnails")
-    made = make_thumbnails(todo, size=thumb_size, fmt=fmt, quality=thumb_quality, jobs=jobs)
-    n_err = 0
-    for i, (t, e) in made.items():
-        if t is None:
-            n_err += 1
-            errs[i] = e or "failed"
-        else:
-            thumbs[i] = t
-    if n_err:
-        notes.append(
-            f"{n_err:,} faces have no thumbnail (image or crop unreadable); hover a ✕ tile for the reason."
-        )
-
-    gvals = None
-    if group is not None:
-        gvals = [None if v is None else str(v) for v in shown[group].to_pylist()]
-    raw = _floats(shown, "quality_raw") if "quality_raw" in shown.column_names else None
-    other_status = [s if s is not None else "" for s in others["status"].to_pylist()]
-    status_counts: dict[str, int] = {}
-    for s in list(status[is_face]) + other_status:
-        status_counts[str(s)] = status_counts.get(str(s), 0) + 1
-    lim = min(others.num_rows, MAX_NONFACE_LISTED)
+    sel = _select_tiles(table, max_faces)
+    notes = list(sel.notes)
+    tiles = _tile_images(sel.shown, base_dir=base_dir, out_dir=os.path.dirname(os.path.abspath(out)), link=link,
+                         size=thumb_size, fmt=fmt, quality=thumb_quality, jobs=jobs, progress=progress)
+    notes += tiles.notes
+    n_linked, n_err = tiles.n_linked, tiles.n_errors
+    paths = tiles.paths
     payload = {
         "source": src_name,
         "source_arg": shlex.quote(src_name) if src_name else "SCORES",
         "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M"),
-        "n_faces": n_faces,
+        "n_faces": sel.n_faces,
         "n_images": len(set(table["path"].to_pylist())),
-        "n_nonface": others.num_rows,
-        "status_counts": status_counts,
-        "hist": quality_histogram(q_all, f32=f32),
-        "f32": f32,
+        "n_nonface": sel.others.num_rows,
+        "status_counts": sel.status_counts,
+        "hist": quality_histogram(sel.q_all, f32=sel.f32),
+        "f32": sel.f32,
         "group": group,
         "order": order,
         "threshold": threshold,
         "thumb_size": thumb_size,
         "mime": MIME[fmt],
         "notes": notes,
-        "faces": {
-            "p": paths,
-            "i": [int(v) for v in shown["face_index"].to_pylist()],
-            "q": [_num(v, f32) for v in q],
-            "r": [_num(v, f32) for v in raw] if raw is not None else None,
-            "s": [s or "" for s in shown["status"].to_pylist()],
-            "g": gvals,
-            "t": thumbs,
-            "u": urls if n_linked else None,
-            "e": errs if n_err else None,
-        },
-        "nonface": {
-            "p": [p or "" for p in others["path"].slice(0, lim).to_pylist()],
-            "s": other_status[:lim],
-            "e": (
-                others["error"].slice(0, lim).to_pylist() if "error" in others.column_names else [None] * lim
-            ),
-        },
+        "faces": _face_payload(sel, tiles, group),
+        "nonface": _nonface_payload(sel.others),
     }
     page = render_html(payload, title or (f"facequal report: {src_name}" if src_name else "facequal report"))
     write_output(out, page, overwrite=overwrite)
+    n_faces, others, sampled = sel.n_faces, sel.others, sel.sampled
     return ReportResult(
         path=str(out),
         n_faces=n_faces,
