@@ -160,25 +160,20 @@ class FaceOptions:
 
 
 @dataclass(frozen=True)
-class RunOptions:
+class RunOptions(FaceOptions):
     """Every option of a scoring / embedding run but its inputs and output: what the command
     line's ``score`` / ``embed`` flags and the API's ``score`` / ``iter_score`` / ``embed`` keywords
     carry into :class:`facequal.api.Job`, one definition for both.
 
     ``batch_size`` None is the task's default (:data:`BATCH_SIZE` for quality,
     :data:`EMBED_BATCH_SIZE` for embeddings); ``jobs`` None or 0 means all cores; ``flip_tta``
-    None is the model's default. Paths may be ``os.PathLike``; they are kept as strings.
+    None is the model's default. Paths may be ``os.PathLike``; they are kept as strings. The
+    detection / alignment fields are :class:`FaceOptions`' (checked when the object is made).
     """
 
+    max_pixels: int | None = MAX_PIXELS  # None: the default
     model: str | None = None
     contract: str | None = None
-    faces: str = FACES
-    det_size: int = DET_SIZE
-    det_threshold: float = DET_THRESHOLD
-    min_face: float = MIN_FACE
-    pad: float = PAD
-    aligned: bool = False
-    max_pixels: int | None = MAX_PIXELS
     path_column: str = "path"
     identity_from: str | None = None
     shard: str | None = None
@@ -196,6 +191,7 @@ class RunOptions:
     def __post_init__(self) -> None:
         import os
 
+        super().__post_init__()
         for name in ("model", "contract", "save_crops", "from_scores"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
@@ -213,6 +209,7 @@ class RunOptions:
 
     def face_options(self) -> FaceOptions:
         """The detection / alignment part."""
-        return FaceOptions(faces=self.faces, det_size=self.det_size, det_threshold=self.det_threshold,
-                           min_face=self.min_face, pad=self.pad, aligned=self.aligned,
-                           max_pixels=self.max_pixels or MAX_PIXELS)
+        from dataclasses import fields
+
+        face = {f.name: getattr(self, f.name) for f in fields(FaceOptions)}
+        return FaceOptions(**{**face, "max_pixels": self.max_pixels or MAX_PIXELS})
