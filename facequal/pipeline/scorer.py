@@ -19,22 +19,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from facequal import options as opt  # the defaults, from their one place
 from facequal import schema
 from facequal.models.zoo import DEFAULT_EMBEDDING_MODEL, ModelSpec, OnnxModel, resolve_model
-from facequal.options import (
-    BATCH_SIZE,
-    CHUNK_SIZE,
-    DET_SIZE,
-    DET_THRESHOLD,
-    DEVICE,
-    EMBED_BATCH_SIZE,
-    FACES,
-    MAX_PIXELS,
-    MIN_FACE,
-    PAD,
-    THREADS,
-    FaceOptions,
-)
 from facequal.pipeline.faces import ImageResult, image_rows, process_image
 
 __all__ = ["Embedder", "Scorer", "SCORE_IMAGE_COLUMNS", "EMBED_IMAGE_COLUMNS"]
@@ -46,7 +33,7 @@ SCORE_IMAGE_COLUMNS = tuple(f.name for f in schema.SCORE_FIELDS if f.name not in
 EMBED_IMAGE_COLUMNS = tuple(f.name for f in schema.embed_fields(1) if f.name not in _FILE_COLUMNS)
 
 
-def load_detector(faces: FaceOptions, threads: int, device: str):
+def load_detector(faces: opt.FaceOptions, threads: int, device: str):
     """The RetinaFace detector with these face options."""
     from facequal.models.retinaface import retinaface_session
     from facequal.pipeline.detect import RetinaFace
@@ -62,10 +49,10 @@ class _FaceModel:
     task = "quality"
 
     def __init__(self, model: str | os.PathLike[str] | None = None, *, contract: str | None = None,
-                 faces: str = FACES, det_size: int = DET_SIZE, det_threshold: float = DET_THRESHOLD,
-                 min_face: float = MIN_FACE, pad: float = PAD, aligned: bool = False,
-                 max_pixels: int | None = None, device: str = DEVICE, threads: int = THREADS,
-                 batch_size: int = BATCH_SIZE, flip_tta: bool | None = None,
+                 faces: str = opt.FACES, det_size: int = opt.DET_SIZE, det_threshold: float = opt.DET_THRESHOLD,
+                 min_face: float = opt.MIN_FACE, pad: float = opt.PAD, aligned: bool = False,
+                 max_pixels: int | None = None, device: str = opt.DEVICE, threads: int = opt.THREADS,
+                 batch_size: int = opt.BATCH_SIZE, flip_tta: bool | None = None,
                  spec: ModelSpec | None = None) -> None:
         from facequal.errors import UserError
         from facequal.models.session import providers_for
@@ -73,7 +60,7 @@ class _FaceModel:
 
         check_job_options(faces=faces, det_size=det_size, det_threshold=det_threshold, min_face=min_face,
                           pad=pad, max_pixels=max_pixels, batch_size=batch_size, jobs=None,
-                          threads=threads, chunk_size=CHUNK_SIZE)
+                          threads=threads, chunk_size=opt.CHUNK_SIZE)
         providers_for(device)  # fail fast: an unavailable device before any model is loaded
         spec = spec or resolve_model(None if model is None else os.fspath(model), contract_file=contract,
                                      task=self.task)
@@ -81,14 +68,14 @@ class _FaceModel:
             raise UserError("--flip-tta is for embedding models", param="flip_tta")
         flip = self.task == "embedding" and (
             spec.contract.name == DEFAULT_EMBEDDING_MODEL if flip_tta is None else bool(flip_tta))
-        options = FaceOptions(faces=faces, det_size=det_size, det_threshold=det_threshold,
+        options = opt.FaceOptions(faces=faces, det_size=det_size, det_threshold=det_threshold,
                               min_face=min_face, pad=pad, aligned=aligned,
-                              max_pixels=max_pixels or MAX_PIXELS)
+                              max_pixels=max_pixels or opt.MAX_PIXELS)
         self._setup(spec, options, threads=threads, device=device, batch_size=batch_size,
                     flip_tta=flip)
 
     @classmethod
-    def _from_parts(cls, spec: ModelSpec, faces: FaceOptions, *, threads: int, device: str,
+    def _from_parts(cls, spec: ModelSpec, faces: opt.FaceOptions, *, threads: int, device: str,
                     batch_size: int, flip_tta: bool, given_faces: bool = False) -> _FaceModel:
         """Built from a worker's configuration (options already checked)."""
         self = cls.__new__(cls)
@@ -97,7 +84,7 @@ class _FaceModel:
                     flip_tta=flip_tta, given_faces=given_faces)
         return self
 
-    def _setup(self, spec: ModelSpec, faces: FaceOptions, *, threads: int, device: str,
+    def _setup(self, spec: ModelSpec, faces: opt.FaceOptions, *, threads: int, device: str,
                batch_size: int, flip_tta: bool, given_faces: bool = False) -> None:
         self.spec = spec
         self.contract = spec.contract
@@ -191,7 +178,7 @@ class Embedder(_FaceModel):
     task = "embedding"
 
     def __init__(self, model: str | os.PathLike[str] | None = None, *,
-                 batch_size: int = EMBED_BATCH_SIZE, **options: Any) -> None:
+                 batch_size: int = opt.EMBED_BATCH_SIZE, **options: Any) -> None:
         super().__init__(model, batch_size=batch_size, **options)
 
     def embed_image(self, image: Any) -> list[dict[str, Any]]:
