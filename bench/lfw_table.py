@@ -68,7 +68,7 @@ def main() -> int:
     if not rnd.exists():
         paths = pq.read_table(det, columns=["path"]).column("path")
         pq.write_table(pa.table({"path": paths, "score": np.random.default_rng(0).random(len(paths))}), rnd)
-    sources += [f"random={rnd}:score", f"inter-eye={det}:inter_eye", f"det-score={det}:det_score"]
+    sources += [f"random={rnd}:score", f"inter-eye={det}:eye_distance", f"det-score={det}:det_score"]
     cmd = [sys.executable, str(HERE / "eval_lfw.py"), str(emb), *sources, "--pairs", str(data / "lfw-pairs.tsv"),
            "--folds", "6-10", "--all-pairs", "--bootstrap", str(a.bootstrap), "--out", str(work / "eval")]
     return subprocess.call(cmd)

@@ -45,7 +45,14 @@ SCORE_FIELDS: list[pa.Field] = [
     pa.field("det_score", pa.float32()),
     pa.field("bbox", pa.list_(pa.float32(), 4)),          # x1, y1, x2, y2 in image pixels
     pa.field("landmarks", pa.list_(POINT, 5)),            # le, re, nose, lm, rm as (x, y)
-    pa.field("inter_eye", pa.float32()),                  # pixels between the eye landmarks
+    pa.field("eye_distance", pa.float32()),               # pixels between the eye landmarks
+    # Diagnostics (facequal.pipeline.diagnostics): head pose in degrees, focus, light.
+    pa.field("yaw", pa.float32()),
+    pa.field("pitch", pa.float32()),
+    pa.field("roll", pa.float32()),
+    pa.field("sharpness", pa.float32()),
+    pa.field("brightness", pa.float32()),
+    pa.field("contrast", pa.float32()),
     pa.field("width", pa.int32()),
     pa.field("height", pa.int32()),
     pa.field("file_size", pa.int64()),

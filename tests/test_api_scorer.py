@@ -15,7 +15,8 @@ import facequal
 from facequal.cli import app
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "faces"
-COLUMNS = ["face_index", "quality", "quality_raw", "bbox", "landmarks", "det_score", "inter_eye",
+COLUMNS = ["face_index", "quality", "quality_raw", "bbox", "landmarks", "det_score", "eye_distance",
+           "yaw", "pitch", "roll", "sharpness", "brightness", "contrast",
            "n_faces", "width", "height", "status", "error"]
 
 

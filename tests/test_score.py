@@ -36,7 +36,7 @@ def test_score_folder_rows_and_metadata(tmp_path, face_folder, tiny_model):
     for n in ("a/astronaut.jpg", "a/mirrored.png", "b/small.jpg", "b/rotated.webp"):
         x = by[n]
         assert x["status"] == schema.OK and x["face_index"] == 0 and 0 < x["quality"] < 1
-        assert len(x["landmarks"]) == 5 and x["inter_eye"] > 10 and x["det_score"] > 0.5
+        assert len(x["landmarks"]) == 5 and x["eye_distance"] > 10 and x["det_score"] > 0.5
     assert by["a/astronaut.jpg"]["width"] == 512
     # the mirrored image's face is mirrored: its box is mirrored about the centre
     a, m = by["a/astronaut.jpg"]["bbox"], by["a/mirrored.png"]["bbox"]

@@ -32,7 +32,8 @@ PATH_COLUMNS = ("path", "image", "file", "filename")
 QUALITY_COLUMNS = ("quality", "score")
 EMBEDDING_COLUMN = "embedding"
 # Numeric columns of facequal files that are never a quality score.
-_NOT_SCORES = {"face_index", "n_faces", "det_score", "inter_eye", "width", "height", "file_size",
+_NOT_SCORES = {"face_index", "n_faces", "det_score", "inter_eye", "eye_distance", "yaw", "pitch", "roll",
+               "sharpness", "brightness", "contrast", "width", "height", "file_size",
                "mtime_ns", "embedding_norm", "fold", "split", "identity"}
 MISSING_POLICIES = ("drop", "worst")
 NOT_FOUND, NO_FACE = "not found", "no face"

@@ -19,6 +19,7 @@ from facequal.options import FaceOptions
 from facequal.pipeline.align import align_face
 from facequal.pipeline.decode import Decoded, DecodeError, open_image, to_rgb
 from facequal.pipeline.detect import Face, RetinaFace, pick_centred
+from facequal.pipeline.diagnostics import DIAGNOSTIC_COLUMNS, face_diagnostics
 
 __all__ = ["ImageResult", "file_stat", "image_rows", "process_decoded", "process_image"]
 
@@ -43,17 +44,19 @@ def file_stat(path: str) -> tuple[int | None, int | None]:
 def _base_row(path: str | None) -> dict[str, Any]:
     size, mtime = file_stat(path) if path is not None else (None, None)
     return {"face_index": schema.NO_FACE_INDEX, "n_faces": None, "status": schema.OK, "error": None,
-            "det_score": None, "bbox": None, "landmarks": None, "inter_eye": None,
+            "det_score": None, "bbox": None, "landmarks": None, "eye_distance": None,
+            **dict.fromkeys(DIAGNOSTIC_COLUMNS),
             "width": None, "height": None, "file_size": size, "mtime_ns": mtime}
 
 
-def _face_row(base: dict[str, Any], index: int, n: int, face: Face) -> dict[str, Any]:
+def _face_row(base: dict[str, Any], index: int, n: int, face: Face, crop: np.ndarray) -> dict[str, Any]:
+    """The row of one face: where it is (full-resolution coordinates) and its diagnostics."""
     row = dict(base)
     score = float(face.score)
     row.update(face_index=index, n_faces=n, det_score=score if np.isfinite(score) else None,
                bbox=[float(v) for v in face.box],
                landmarks=[[float(x), float(y)] for x, y in face.landmarks],
-               inter_eye=face.inter_eye)
+               eye_distance=face.inter_eye, **face_diagnostics(crop, face.landmarks))
     return row
 
 
@@ -146,8 +149,9 @@ def process_decoded(dec: Decoded, base: dict[str, Any], contract: Contract, opts
     if opts.aligned:
         size = tuple(contract.crop_size)
         crop = image if image.size == size else image.resize(size, Image.Resampling.BILINEAR)
-        row = dict(base, face_index=0, n_faces=1)
-        return ImageResult(rows=[row], crops=[np.asarray(crop, dtype=np.uint8)])
+        pixels = np.asarray(crop, dtype=np.uint8)
+        row = dict(base, face_index=0, n_faces=1, **face_diagnostics(pixels, None))  # no landmarks: no pose
+        return ImageResult(rows=[row], crops=[pixels])
     if given is not None:
         if not given:
             base.update(status=schema.NO_FACE, n_faces=0)
@@ -160,7 +164,7 @@ def process_decoded(dec: Decoded, base: dict[str, Any], contract: Contract, opts
                                  error=f"--from-scores face {index}: {why}"))
                 continue
             crops.append(align_face(image, full.landmarks * dec.scale, contract))
-            rows.append(_face_row(base, index, len(given), full))
+            rows.append(_face_row(base, index, len(given), full, crops[-1]))
         return ImageResult(rows=rows, crops=crops)
     assert detector is not None
     found = detector.detect(image)
@@ -179,5 +183,5 @@ def process_decoded(dec: Decoded, base: dict[str, Any], contract: Contract, opts
         crops.append(align_face(image, f.landmarks, contract))
         # Report coordinates at full resolution, whatever scale the image was decoded at.
         full = Face(box=f.box * inv, score=f.score, landmarks=f.landmarks * inv)
-        rows.append(_face_row(base, i, len(found), full))
+        rows.append(_face_row(base, i, len(found), full, crops[-1]))
     return ImageResult(rows=rows, crops=crops)

@@ -161,7 +161,8 @@ class Scorer(_FaceModel):
         array of shape (H, W, 3), or a path (decoded like the pipeline does, EXIF rotation and
         large-JPEG reduction included). Returns one dict per face with the columns
         :data:`SCORE_IMAGE_COLUMNS` (``face_index``, ``quality``, ``quality_raw``, ``bbox``,
-        ``landmarks``, ``det_score``, ``inter_eye``, ``n_faces``, ``width``, ``height``,
+        ``landmarks``, ``det_score``, ``eye_distance``, the diagnostics (``yaw``, ``pitch``, ``roll``,
+        ``sharpness``, ``brightness``, ``contrast``), ``n_faces``, ``width``, ``height``,
         ``status``, ``error``); an image without a usable face gives one row with
         ``face_index = -1`` and its status (``no_face``, ``too_large``, ...).
         """

@@ -56,7 +56,8 @@ class ImageRef:
 # not carried (and counted as ``ignored_columns``), or their values would leak into the output.
 RESERVED_COLUMNS = frozenset({
     "path", "face_index", "n_faces", "status", "error", "quality", "quality_raw", "det_score", "bbox",
-    "landmarks", "inter_eye", "width", "height", "file_size", "mtime_ns", "crop_path", "embedding",
+    "landmarks", "eye_distance", "yaw", "pitch", "roll", "sharpness", "brightness", "contrast", "inter_eye",
+    "width", "height", "file_size", "mtime_ns", "crop_path", "embedding",
     "embedding_norm", "_ordinal", "_seq"})
 
 # What Sources.stats counts (all start at 0).
