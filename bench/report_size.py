@@ -1,12 +1,20 @@
-"""Measure the size of a `facequal report` page for many faces, with synthetic face thumbnails.
+"""Measure the size and build time of a `facequal report` for many faces, with synthetic thumbnails.
 
     python bench/report_size.py --faces 50000 [--thumb-size 80] [--format webp] [--jobs 2] [--out r.html]
+    python bench/report_size.py --paged --faces 100000 250000 [--page-size 2000] [--single 30000 50000]
 
 Faces are degraded copies of scikit-image's astronaut photo (blur, noise, darkening, JPEG
 artefacts, downscaling, flips, small rotations), saved as aligned crops that many score rows
-share; the page embeds one thumbnail per row, so its size is what a real 50,000-face report
-costs. Also used to make the screenshot in docs/ (``--faces 400 --group identity``).
-Needs scikit-image (a test dependency).
+share (``--crops``, default 400 distinct ones); every row still gets its own thumbnail (decoded,
+resized and encoded), so the size and the time are what a real report of that many faces costs.
+Rows carry synthetic diagnostics (pose, eye distance, sharpness, brightness, contrast).
+
+``--paged`` builds the paged form (``-o DIR/``) for each ``--faces`` count and prints its size
+(the files' bytes and the disk blocks they take, as ``du``), the number of files and the build
+time, then the one-file form for the ``--single`` counts for comparison, and a linear
+extrapolation of the paged form to ``--extrapolate`` faces (default 1,000,000) from the two
+largest counts measured. Also used to make the screenshot in docs/ (``--faces 400 --group
+identity``). Needs scikit-image (a test dependency).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import sys
 import tempfile
 import time
@@ -111,16 +120,81 @@ def synthetic_scores(
         "quality_raw": list(np.clip(q * 0.9 + 0.05, 0, 1)) + [None] * n_bad,
         "crop_path": [crops[j][0] for j in idx] + [None] * n_bad,
     }
+    # synthetic diagnostics, worse as quality falls (the report's details, sorting and likely causes)
+    bad = 1.0 - q.astype(np.float64)
+    diag = {
+        "yaw": rng.normal(0, 8 + 40 * bad), "pitch": rng.normal(0, 5 + 15 * bad), "roll": rng.normal(0, 4 + 15 * bad),
+        "eye_distance": 70 * np.exp(-1.5 * bad * rng.uniform(0, 1.5, n_faces)),
+        "sharpness": np.exp(-3 * bad * rng.uniform(0, 1.5, n_faces)),
+        "brightness": rng.normal(125, 20 + 60 * bad), "contrast": 50 * np.exp(-bad * rng.uniform(0, 2, n_faces)),
+    }
+    for k, v in diag.items():
+        cols[k] = list(v.astype(np.float32)) + [None] * n_bad
     cols["error"] = [None] * n_faces + ["synthetic: truncated file" if i % 2 else None for i in range(n_bad)]
     if n_identities:
         cols["identity"] = [f"person_{i % n_identities:03d}" for i in range(n_faces)] + [None] * n_bad
-    types = {f.name: f.type for f in schema.SCORE_FIELDS}
+    types = {f.name: f.type for f in schema.SCORE_FIELDS} | dict.fromkeys(diag, pa.float32())
     return pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in cols.items()})
+
+
+def disk_usage(folder: Path) -> tuple[int, int, int]:
+    """(bytes in the files, bytes of disk blocks they take, number of files) under ``folder``."""
+    size = blocks = n = 0
+    for root, _dirs, files in os.walk(folder):
+        for f in files:
+            st = os.lstat(os.path.join(root, f))
+            size += st.st_size
+            blocks += st.st_blocks * 512
+            n += 1
+    return size, blocks, n
+
+
+def paged(a: argparse.Namespace, tmp: Path, crops: list[tuple[str, float]]) -> None:
+    """The paged form for each --faces count, the one-file form for each --single count."""
+    import shutil
+
+    from facequal.curate.report import build_report
+
+    measured = []
+    for n in a.faces:
+        table = synthetic_scores(crops, n)
+        out = tmp / f"paged-{n}"
+        t0 = time.time()
+        res = build_report(table, f"{out}/", page_size=a.page_size, thumb_size=a.thumb_size, fmt=a.format,
+                           jobs=a.jobs, source="synthetic.parquet", threshold=a.threshold)
+        took = time.time() - t0
+        size, blocks, files = disk_usage(out)
+        idx = (out / "index.html").stat().st_size
+        pages = sorted((out / "pages").iterdir())
+        page = pages[len(pages) // 2].stat().st_size
+        print(f"paged {n:>9,} faces: {res.n_pages:,} pages of {a.page_size:,}, {files:,} files, "
+              f"{size / 1e6:,.0f} MB in files, {blocks / 1e6:,.0f} MB on disk (du); index {idx / 1e3:,.0f} KB, "
+              f"a page {page / 1e3:,.0f} KB; build {took:,.0f} s ({took / n * 1e3:.2f} ms per face)", flush=True)
+        measured.append((n, size, blocks, files, took))
+        shutil.rmtree(out)
+    for n in a.single:
+        table = synthetic_scores(crops, n)
+        t0 = time.time()
+        res = build_report(table, tmp / "single.html", max_faces=n, thumb_size=a.thumb_size, fmt=a.format,
+                           jobs=a.jobs, overwrite=True, source="synthetic.parquet", threshold=a.threshold)
+        took = time.time() - t0
+        print(f"one file {n:>6,} faces: {res.size_bytes / 1e6:,.1f} MB, 1 file; build {took:,.0f} s "
+              f"({took / n * 1e3:.2f} ms per face)", flush=True)
+    if len(measured) >= 2 and a.extrapolate > measured[-1][0]:
+        (n1, s1, b1, f1, t1), (n2, s2, b2, f2, t2) = sorted(measured)[-2:]
+        n = a.extrapolate
+
+        def line(v1: float, v2: float) -> float:  # linear in the number of faces, through the two points
+            return v1 + (v2 - v1) * (n - n1) / (n2 - n1)
+
+        print(f"paged {n:>9,} faces, EXTRAPOLATED linearly from {n1:,} and {n2:,} (not measured): "
+              f"{line(f1, f2):,.0f} files, {line(s1, s2) / 1e6:,.0f} MB in files, {line(b1, b2) / 1e6:,.0f} MB "
+              f"on disk, build {line(t1, t2):,.0f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Report size for many faces (synthetic thumbnails).")
-    ap.add_argument("--faces", type=int, default=50_000)
+    ap.add_argument("--faces", type=int, nargs="+", default=[50_000])
     ap.add_argument("--crops", type=int, default=400, help="distinct synthetic crops shared by the rows")
     ap.add_argument("--thumb-size", type=int, default=80)
     ap.add_argument("--format", default="webp", choices=["webp", "jpeg"])
@@ -130,15 +204,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--out", help="keep the page here (default: a temp file)")
+    ap.add_argument("--paged", action="store_true", help="build the paged form (-o DIR/) for each --faces")
+    ap.add_argument("--page-size", type=int, default=2000)
+    ap.add_argument("--single", type=int, nargs="*", default=[30_000, 50_000],
+                    help="with --paged: one-file reports of these sizes, for comparison")
+    ap.add_argument("--extrapolate", type=int, default=1_000_000)
+    ap.add_argument("--tmp", help="folder for the outputs (default: the system's temp folder)")
     a = ap.parse_args(argv)
 
     from facequal.curate.report import build_report
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
         t0 = time.time()
         crops = make_crops(Path(tmp) / "crops", a.crops)
+        if a.paged:
+            paged(a, Path(tmp), crops)
+            return
         table = synthetic_scores(
-            crops, a.faces, n_identities=max(1, a.faces // 25) if a.group else 0, n_bad=a.bad
+            crops, a.faces[0], n_identities=max(1, a.faces[0] // 25) if a.group else 0, n_bad=a.bad
         )
         out = Path(a.out) if a.out else Path(tmp) / "report.html"
         t1 = time.time()
@@ -146,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
             table,
             out,
             group="identity" if a.group else None,
-            max_faces=a.max_faces or a.faces,
+            max_faces=a.max_faces or a.faces[0],
             thumb_size=a.thumb_size,
             fmt=a.format,
             jobs=a.jobs,

@@ -161,7 +161,14 @@ def filter_cmd(
 @handles_errors
 def report_cmd(
     scores: Annotated[Path, typer.Argument(help="Score file (Parquet file, Parquet dataset dir or CSV).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")],
+    output: Annotated[
+        str,
+        typer.Option(
+            "-o",
+            "--output",
+            help="The HTML file to write (report.html), or a folder ending in / for a paged report of every face.",
+        ),
+    ],
     group: Annotated[
         str | None,
         typer.Option("--group", help="Column to group by, one block per value (e.g. identity)."),
@@ -192,8 +199,12 @@ def report_cmd(
         int, typer.Option("-j", "--jobs", help="Processes making thumbnails (0: all cores).")
     ] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    page_size: Annotated[
+        int, typer.Option("--page-size", help="Tiles per page of a paged report (-o DIR/).")
+    ] = 2000,
 ) -> None:
-    """Write a self-contained HTML contact sheet of the faces, ranked by quality."""
+    """Write an HTML contact sheet of the faces, ranked by quality: one self-contained file, or a
+    paged folder (-o DIR/) for big datasets."""
     from facequal.curate.report import build_report
 
     res = build_report(
@@ -210,13 +221,15 @@ def report_cmd(
         threshold=threshold,
         jobs=jobs,
         overwrite=overwrite,
+        page_size=page_size,
         source=str(scores),
         progress=lambda s: err_console.print(s, highlight=False),
     )
     for n in res.notes:
         err_console.print(f"facequal: note: {n}", highlight=False, soft_wrap=True)
+    pages = f" on {res.n_pages:,} pages ({res.n_files:,} files)" if res.n_files > 1 else ""
     err_console.print(
-        f"wrote {res.path}: {res.n_shown} of {res.n_faces} faces, {res.size_bytes / 1e6:.1f} MB",
+        f"wrote {res.path}: {res.n_shown:,} of {res.n_faces:,} faces{pages}, {res.size_bytes / 1e6:.1f} MB",
         highlight=False,
         soft_wrap=True,
     )

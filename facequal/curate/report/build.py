@@ -1,6 +1,7 @@
-"""Build the self-contained HTML contact sheet of `facequal report`.
+"""Build the HTML contact sheet of `facequal report`: checks, loading, the tiles and their
+payload, and the one-file page (the paged form for big datasets is :mod:`.paged`).
 
-The page is one file: the template (HTML, CSS, JS) plus one JSON blob with the faces and their
+The one-file page is the template (HTML, CSS, JS) plus one JSON blob with the faces and their
 thumbnails (base64 WebP or JPEG). The JS renders only the rows near the viewport, so 50,000
 faces scroll smoothly; counts at a threshold come from a 1000-bin histogram of *every* scored
 face, so they stay exact when the tiles are a sample.
@@ -9,11 +10,13 @@ Size: about 1.4 KB per face with 80 px WebP thumbnails (base64), so 50,000 faces
 68 MB page that Chromium opens in a few seconds (measured with ``bench/report_size.py``;
 JPEG thumbnails are about 60 % larger). Past ``max_faces`` (default 30,000) the tiles are an
 even sample across the quality range.
+
+``build_report`` runs in four steps: validate (the output, then the options), load (the score
+table, its columns), compute (faces, diagnostics, tiles, thumbnails, payload), write.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
 import json
@@ -22,8 +25,9 @@ import os
 import re
 import shlex
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from facequal import schema
+from facequal.curate.report.diagnostics import (
+    CAUSES,
+    Diagnostics,
+    diagnostics_payload,
+    diagnostics_spec,
+    read_diagnostics,
+)
+from facequal.curate.report.thumbs import make_thumbnails
 from facequal.errors import UserError
 from facequal.schema import read_table, require_columns, require_group_column
 
@@ -41,11 +53,13 @@ DEFAULT_THUMB_SIZE = 80
 HIST_BINS = 1000
 MAX_NONFACE_LISTED = 2000
 ORDERS = ("asc", "desc")
+DEFAULT_PAGE_SIZE = 2000  # tiles per page of a paged report
+MIN_PAGE_SIZE, MAX_PAGE_SIZE = 1, 20_000
 
 
 @dataclass
 class ReportResult:
-    """What :func:`build_report` wrote."""
+    """What :func:`build_report` wrote (``size_bytes``: of every file written)."""
 
     path: str
     n_faces: int  # rows with status ok (faces)
@@ -56,6 +70,8 @@ class ReportResult:
     n_linked: int = 0  # tiles pointing at crops on disk (--link)
     thumb_errors: int = 0  # tiles without a picture (unreadable image or crop)
     notes: list[str] = field(default_factory=list)
+    n_pages: int = 1  # pages of tiles (a paged report; the index not counted)
+    n_files: int = 1  # files written (a paged report: pages, index, thumbnails, marker)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,68 +141,6 @@ def quality_histogram(q: np.ndarray, bins: int = HIST_BINS, f32: bool = True) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# thumbnails
-# ---------------------------------------------------------------------------------------------
-def _thumb_job(
-    items: Sequence[tuple[int, str, str | None, list | None]], size: int, fmt: str, quality: int
-) -> list[tuple[int, str | None, str | None]]:
-    """Make base64 thumbnails for (index, image path, crop path, landmarks); errors as values."""
-    from facequal.curate.report.thumbs import encode, face_thumbnail, load_crop_thumbnail
-    from facequal.pipeline.decode import Decoded, DecodeError, open_image
-
-    out: list[tuple[int, str | None, str | None]] = []
-    cache: tuple[str, object] | None = None  # the last decoded image (items come sorted by path)
-    for i, path, crop, lms in items:
-        try:
-            im = None
-            if crop is not None and os.path.isfile(crop):
-                try:
-                    im = load_crop_thumbnail(crop, size)
-                except (OSError, ValueError):
-                    if lms is None:
-                        raise
-            if im is None:
-                if lms is None:
-                    raise ValueError("no crop and no landmarks")
-                if cache is None or cache[0] != path:
-                    try:
-                        cache = (path, open_image(path))  # large JPEGs are decoded at a reduced scale
-                    except DecodeError as e:
-                        cache = (path, e)
-                img = cache[1]
-                if isinstance(img, DecodeError):
-                    raise ValueError(f"{img.status}: {img.message}")
-                assert isinstance(img, Decoded)
-                pts = (np.asarray(lms, dtype=np.float64) + 0.5) * img.scale - 0.5
-                im = face_thumbnail(img.image, pts, size)
-            out.append((i, base64.b64encode(encode(im, fmt, quality)).decode("ascii"), None))
-        except Exception as e:  # one bad face never stops the report
-            out.append((i, None, str(e) or type(e).__name__))
-    return out
-
-
-def make_thumbnails(
-    items: list[tuple[int, str, str | None, list | None]], *, size: int, fmt: str, quality: int, jobs: int = 1
-) -> dict[int, tuple[str | None, str | None]]:
-    """Thumbnails for many faces, decoding each image once, in ``jobs`` processes."""
-    items = sorted(items, key=lambda it: (it[1], it[0]))
-    if jobs == 1 or len(items) < 256:
-        res = _thumb_job(items, size, fmt, quality)
-    else:
-        from joblib import Parallel, delayed
-
-        n_jobs = jobs if jobs > 0 else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        n_chunks = max(1, min(len(items) // 32, n_jobs * 8))
-        bounds = np.linspace(0, len(items), n_chunks + 1).astype(int)
-        parts = Parallel(n_jobs=n_jobs)(
-            delayed(_thumb_job)(items[a:b], size, fmt, quality)
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        )
-        res = [r for part in parts for r in part]
-    return {i: (t, e) for i, t, e in res}
-
-
-# ---------------------------------------------------------------------------------------------
 # the page
 # ---------------------------------------------------------------------------------------------
 def _json_for_script(obj: object) -> str:
@@ -195,9 +149,14 @@ def _json_for_script(obj: object) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+@lru_cache(maxsize=1)
+def _template() -> str:
+    return resources.files("facequal.curate.report").joinpath("template.html").read_text(encoding="utf-8")
+
+
 def render_html(payload: dict, title: str) -> str:
     """Fill the template with an HTML-escaped title and the JSON payload."""
-    template = resources.files("facequal.curate.report").joinpath("template.html").read_text(encoding="utf-8")
+    template = _template()
     values = {"TITLE": html.escape(title, quote=True), "DATA": _json_for_script(payload)}
     # One pass, so text inserted for one placeholder is never scanned for another.
     return re.sub(r"\{\{(TITLE|DATA)\}\}", lambda m: values[m.group(1)], template)
@@ -216,42 +175,72 @@ def _num(x: float, f32: bool) -> float | None:
     return float(str(np.float32(x))) if f32 else float(x)
 
 
+
+# ---------------------------------------------------------------------------------------------
+# validate
+# ---------------------------------------------------------------------------------------------
 def _check_report_options(*, order: str, max_faces: int, thumb_size: int, fmt: str, threshold: float,
-                          jobs: int, thumb_quality: int) -> None:
+                          jobs: int, thumb_quality: int, page_size: int) -> None:
     from facequal.curate.report.thumbs import FORMATS
     from facequal.options import check_int
 
     if order not in ORDERS:
-        raise UserError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}")
+        raise UserError(f"--order must be one of {', '.join(ORDERS)}, not {order!r}", param="order")
     if max_faces < 1:
-        raise UserError(f"--max-faces must be >= 1, not {max_faces}")
+        raise UserError(f"--max-faces must be >= 1, not {max_faces}", param="max_faces")
     if not 16 <= thumb_size <= 256:
-        raise UserError(f"--thumb-size must be between 16 and 256 pixels, not {thumb_size}")
+        raise UserError(f"--thumb-size must be between 16 and 256 pixels, not {thumb_size}", param="thumb_size")
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise UserError(f"--threshold must be in [0, 1], not {threshold}")
+        raise UserError(f"--threshold must be in [0, 1], not {threshold}", param="threshold")
+    if not MIN_PAGE_SIZE <= page_size <= MAX_PAGE_SIZE:
+        raise UserError(f"--page-size must be between {MIN_PAGE_SIZE} and {MAX_PAGE_SIZE:,} tiles, not {page_size}",
+                        param="page_size")
     check_int("--jobs", jobs, 0, note=" (0: all cores)")
     check_int("thumb_quality", thumb_quality, 1, 100)
 
 
-@dataclass
-class _Selection:
-    """The faces of a score table and the tiles shown: every face's quality (``q_all``, for the
-    histogram), the shown faces sorted by quality (``shown``, ``q``), the rows without a face."""
+# ---------------------------------------------------------------------------------------------
+# load
+# ---------------------------------------------------------------------------------------------
+def _load_scores(scores: str | Path | pa.Table, group: str | None, source: str | None) -> tuple[pa.Table, str]:
+    """The score table (columns checked) and the name the page shows for it."""
+    src_name = source if source is not None else (str(scores) if not isinstance(scores, pa.Table) else "")
+    table = scores if isinstance(scores, pa.Table) else read_table(scores)
+    require_columns(table, ["path", "face_index", "status", "quality"], "the score file")
+    if group is not None:
+        require_group_column(table, group, "the score file")
+    return table, src_name
 
+
+# ---------------------------------------------------------------------------------------------
+# compute
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Selection:
+    """The faces of a score table and the tiles shown: every face (``faces``, their qualities
+    ``q_all`` for the histogram, their diagnostics), the shown ones as indices into ``faces``
+    sorted by quality (``idx``), and the rows without a face."""
+
+    faces: pa.Table
     q_all: np.ndarray
+    diag: Diagnostics
     f32: bool
-    n_faces: int
-    shown: pa.Table
-    q: np.ndarray
+    idx: np.ndarray
     others: pa.Table
     status_counts: dict[str, int]
     sampled: bool
     notes: list[str]
 
+    @property
+    def n_faces(self) -> int:
+        return self.faces.num_rows
 
-def _select_tiles(table: pa.Table, max_faces: int) -> _Selection:
+
+def select_tiles(table: pa.Table, max_faces: int | None) -> Selection:
+    """Split the rows into faces and the rest, and pick the tiles: every face (``max_faces``
+    None) or an even sample across the quality range, sorted by quality (NaN last)."""
     status = np.asarray(pc.fill_null(table["status"], "").to_numpy(zero_copy_only=False), dtype=object)
     fidx = np.asarray(pc.fill_null(table["face_index"], -1).to_numpy(zero_copy_only=False), dtype=np.int64)
     is_face = (status == schema.OK) & (fidx >= 0)
@@ -260,29 +249,28 @@ def _select_tiles(table: pa.Table, max_faces: int) -> _Selection:
     q_all = _floats(faces, "quality")
     n_faces = faces.num_rows
     notes: list[str] = []
-    pick = sample_even(q_all, max_faces)
+    pick = sample_even(q_all, max_faces) if max_faces is not None else np.arange(n_faces)
     sampled = len(pick) < n_faces
     if sampled:
         notes.append(
             f"Showing {len(pick):,} of {n_faces:,} faces, sampled evenly across the quality range "
             f"(--max-faces {max_faces:,}); the histogram and the counts cover all {n_faces:,}."
         )
-    shown = faces.take(pa.array(pick, pa.int64()))
+    # The tiles go to the page sorted by quality (NaN last); the page re-sorts only when asked.
     q = q_all[pick]
-    # Send the tiles sorted by quality (NaN last); the page re-sorts only when asked.
-    srt = np.lexsort((np.arange(len(q)), np.nan_to_num(q, nan=np.inf)))
+    idx = pick[np.lexsort((np.arange(len(q)), np.nan_to_num(q, nan=np.inf)))]
     status_counts: dict[str, int] = {}
     for s in list(status[is_face]) + [s if s is not None else "" for s in others["status"].to_pylist()]:
         status_counts[str(s)] = status_counts.get(str(s), 0) + 1
-    return _Selection(q_all=q_all, f32=pa.types.is_float32(table["quality"].type),  # compare as `filter` does
-                      n_faces=n_faces, shown=shown.take(pa.array(srt, pa.int64())), q=q[srt], others=others,
-                      status_counts=status_counts, sampled=sampled, notes=notes)
+    return Selection(faces=faces, q_all=q_all, diag=read_diagnostics(faces),
+                     f32=pa.types.is_float32(table["quality"].type),  # compare as `filter` does
+                     idx=idx, others=others, status_counts=status_counts, sampled=sampled, notes=notes)
 
 
 @dataclass
-class _Tiles:
-    """Each shown face's image: an embedded thumbnail (``thumbs``), a link to its crop on disk
-    (``urls``, with ``link``), or why there is none (``errors``)."""
+class Tiles:
+    """Each shown face's image: an embedded thumbnail (``thumbs``), a URL (``urls``: a crop on
+    disk with ``link``, or a thumbnail file of a paged report), or why there is none (``errors``)."""
 
     paths: list[str]
     thumbs: list[str]
@@ -291,10 +279,15 @@ class _Tiles:
     n_linked: int
     n_errors: int
     notes: list[str]
+    n_files: int = 0
 
 
-def _tile_images(shown: pa.Table, *, base_dir: str, out_dir: str, link: bool, size: int, fmt: str, quality: int,
-                 jobs: int, progress: Callable[[str], None] | None) -> _Tiles:
+def tile_images(shown: pa.Table, *, base_dir: str, out_dir: str, link: bool, size: int, fmt: str, quality: int,
+                jobs: int, progress: Callable[[str], None] | None,
+                files: tuple[list[str], list[str]] | None = None) -> Tiles:
+    """Thumbnails of the faces of ``shown``: embedded as base64, or, with ``files`` (per face
+    the file to write and its URL from the page), written as files. ``out_dir`` is the folder
+    the page will be in (URLs of ``link``ed crops are relative to it)."""
     from facequal.pipeline.sources import fs_path_of  # the real name of an escaped non-UTF-8 path
 
     paths = [p if p is not None else "" for p in shown["path"].to_pylist()]
@@ -304,8 +297,8 @@ def _tile_images(shown: pa.Table, *, base_dir: str, out_dir: str, link: bool, si
     def absolute(p: str | None) -> str | None:
         return None if not p else os.path.normpath(os.path.join(base_dir, fs_path_of(p)))
 
-    tiles = _Tiles(paths=paths, thumbs=[""] * len(paths), urls=[""] * len(paths), errors=[""] * len(paths),
-                   n_linked=0, n_errors=0, notes=[])
+    tiles = Tiles(paths=paths, thumbs=[""] * len(paths), urls=[""] * len(paths), errors=[""] * len(paths),
+                  n_linked=0, n_errors=0, notes=[])
     todo = []
     for i, (p, c, lm) in enumerate(zip(paths, crops, lms, strict=True)):
         ca = absolute(c)
@@ -314,17 +307,20 @@ def _tile_images(shown: pa.Table, *, base_dir: str, out_dir: str, link: bool, si
                                                errors="surrogateescape")
             tiles.n_linked += 1
         else:
-            todo.append((i, absolute(p) or "", ca, lm))
+            todo.append((i, absolute(p) or "", ca, lm, files[0][i] if files is not None else None))
     if link and tiles.n_linked < len(paths):
-        tiles.notes.append(
-            f"--link: {len(paths) - tiles.n_linked:,} faces have no crop on disk; their thumbnails are embedded."
-        )
-    if progress is not None and todo:
+        how = "written as files" if files is not None else "embedded"
+        tiles.notes.append(f"--link: {len(paths) - tiles.n_linked:,} faces have no crop on disk; "
+                           f"their thumbnails are {how}.")
+    if progress is not None and todo and files is None:
         progress(f"making {len(todo):,} thumbnails")
     for i, (t, e) in make_thumbnails(todo, size=size, fmt=fmt, quality=quality, jobs=jobs).items():
         if t is None:
             tiles.n_errors += 1
             tiles.errors[i] = e or "failed"
+        elif files is not None:
+            tiles.urls[i] = files[1][i]
+            tiles.n_files += 1
         else:
             tiles.thumbs[i] = t
     if tiles.n_errors:
@@ -334,24 +330,28 @@ def _tile_images(shown: pa.Table, *, base_dir: str, out_dir: str, link: bool, si
     return tiles
 
 
-def _face_payload(sel: _Selection, tiles: _Tiles, group: str | None) -> dict[str, Any]:
-    """The shown faces as the page's script reads them: one list per field."""
-    shown, f32 = sel.shown, sel.f32
+def face_payload(sel: Selection, idx: np.ndarray, tiles: Tiles, group: str | None) -> dict[str, Any]:
+    """The faces ``idx`` (indices into ``sel.faces``) as the page's script reads them: one list
+    per field, the diagnostics (``d``) and likely causes (``c``, indices into ``causes``) included."""
+    shown, f32 = sel.faces.take(pa.array(idx, pa.int64())), sel.f32
     raw = _floats(shown, "quality_raw") if "quality_raw" in shown.column_names else None
+    diag = sel.diag.take(idx)
     return {
         "p": tiles.paths,
         "i": [int(v) for v in shown["face_index"].to_pylist()],
-        "q": [_num(v, f32) for v in sel.q],
+        "q": [_num(v, f32) for v in sel.q_all[idx]],
         "r": [_num(v, f32) for v in raw] if raw is not None else None,
         "s": [s or "" for s in shown["status"].to_pylist()],
         "g": [None if v is None else str(v) for v in shown[group].to_pylist()] if group is not None else None,
-        "t": tiles.thumbs,
-        "u": tiles.urls if tiles.n_linked else None,
+        "t": tiles.thumbs if any(tiles.thumbs) else None,
+        "u": tiles.urls if any(tiles.urls) else None,
         "e": tiles.errors if tiles.n_errors else None,
+        "d": diagnostics_payload(diag),
+        "c": [int(c) if c >= 0 else None for c in diag.cause] if diag.specs else None,
     }
 
 
-def _nonface_payload(others: pa.Table) -> dict[str, Any]:
+def nonface_payload(others: pa.Table) -> dict[str, Any]:
     """The first rows without a face (no face, unreadable, ...), with their errors."""
     lim = min(others.num_rows, MAX_NONFACE_LISTED)
     return {
@@ -359,6 +359,62 @@ def _nonface_payload(others: pa.Table) -> dict[str, Any]:
         "s": [s if s is not None else "" for s in others["status"].slice(0, lim).to_pylist()],
         "e": others["error"].slice(0, lim).to_pylist() if "error" in others.column_names else [None] * lim,
     }
+
+
+def common_payload(table: pa.Table, sel: Selection, *, src_name: str, group: str | None, order: str,
+                   threshold: float, thumb_size: int, fmt: str) -> dict[str, Any]:
+    """What every page of a report says about the whole score file: counts, the histogram of
+    every face, the diagnostics present, the controls' starting values."""
+    from facequal.curate.report.thumbs import MIME
+
+    return {
+        "source": src_name,
+        "source_arg": shlex.quote(src_name) if src_name else "SCORES",
+        "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M"),
+        "n_faces": sel.n_faces,
+        "n_images": len(set(table["path"].to_pylist())),
+        "n_nonface": sel.others.num_rows,
+        "status_counts": sel.status_counts,
+        "hist": quality_histogram(sel.q_all, f32=sel.f32),
+        "f32": sel.f32,
+        "group": group,
+        "order": order,
+        "threshold": threshold,
+        "thumb_size": thumb_size,
+        "mime": MIME[fmt],
+        "diag": diagnostics_spec(sel.diag),
+        "causes": list(CAUSES),
+    }
+
+
+def page_title(title: str | None, src_name: str) -> str:
+    """The report's title: ``title``, or one naming the score file."""
+    return title or (f"facequal report: {src_name}" if src_name else "facequal report")
+
+
+# ---------------------------------------------------------------------------------------------
+# write
+# ---------------------------------------------------------------------------------------------
+def _write_single(table: pa.Table, out: Path, *, src_name: str, group: str | None, order: str, max_faces: int,
+                  link: bool, thumb_size: int, fmt: str, thumb_quality: int, base_dir: str, title: str | None,
+                  threshold: float, jobs: int, overwrite: bool,
+                  progress: Callable[[str], None] | None) -> ReportResult:
+    """The self-contained one-file report: tiles (a sample past ``max_faces``) with base64 thumbnails."""
+    from facequal._io import write_output
+
+    sel = select_tiles(table, max_faces)
+    shown = sel.faces.take(pa.array(sel.idx, pa.int64()))
+    tiles = tile_images(shown, base_dir=base_dir, out_dir=os.path.dirname(os.path.abspath(out)), link=link,
+                        size=thumb_size, fmt=fmt, quality=thumb_quality, jobs=jobs, progress=progress)
+    notes = sel.notes + tiles.notes
+    payload = common_payload(table, sel, src_name=src_name, group=group, order=order, threshold=threshold,
+                             thumb_size=thumb_size, fmt=fmt)
+    payload.update(notes=notes, faces=face_payload(sel, sel.idx, tiles, group), nonface=nonface_payload(sel.others))
+    page = render_html(payload, page_title(title, src_name))
+    write_output(out, page, overwrite=overwrite)
+    return ReportResult(path=str(out), n_faces=sel.n_faces, n_shown=len(tiles.paths), sampled=sel.sampled,
+                        n_nonface=sel.others.num_rows, size_bytes=len(page.encode("utf-8")),
+                        n_linked=tiles.n_linked, thumb_errors=tiles.n_errors, notes=notes)
 
 
 def build_report(
@@ -377,67 +433,44 @@ def build_report(
     threshold: float = 0.5,
     jobs: int = 1,
     overwrite: bool = False,
+    page_size: int = DEFAULT_PAGE_SIZE,
     source: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ReportResult:
-    """Write a self-contained HTML contact sheet of the faces in a score file.
+    """Write an HTML contact sheet of the faces in a score file.
+
+    ``output`` naming a file (``report.html``) writes one self-contained page; ``output`` ending
+    with a slash, or naming an existing folder, writes a paged report there
+    (:mod:`facequal.curate.report.paged`: an index, pages of at most ``page_size`` tiles and the
+    thumbnails as small files) that shows every face.
 
     Tiles are ranked by quality (``order="asc"``: lowest first), optionally grouped by a column
-    (one block per value). Past ``max_faces`` faces the tiles are a sample spread evenly across
-    the quality range (:func:`sample_even`) and the page says so; the histogram and the
-    "keeps N" count always cover every face. Thumbnails come from ``crop_path`` when it exists,
-    else are aligned from the image and its landmarks; ``link`` points tiles at the crops on disk
-    instead of embedding them. Relative paths in the score file are taken against ``base``.
+    (one block per value). In the one-file form, past ``max_faces`` faces the tiles are a sample
+    spread evenly across the quality range (:func:`sample_even`) and the page says so; the
+    histogram and the "keeps N" count always cover every face. Each tile's details hold the
+    diagnostics the score file has (pose, eye distance, sharpness, brightness, contrast), the page
+    sorts by any of them, and tiles below the threshold are labelled with their likely cause
+    (:mod:`facequal.curate.report.diagnostics`). Thumbnails come from ``crop_path`` when it
+    exists, else are aligned from the image and its landmarks; ``link`` points tiles at the crops
+    on disk instead. Relative paths in the score file are taken against ``base``.
     """
-    from facequal._io import check_output_writable, write_output
-    from facequal.curate.report.thumbs import MIME
+    from facequal._io import check_output_writable
+    from facequal.curate.report.folder import check_report_folder, is_folder_output
 
-    out = check_output_writable(output, overwrite)  # before any thumbnail is made
-    _check_report_options(order=order, max_faces=max_faces, thumb_size=thumb_size, fmt=fmt,
-                          threshold=threshold, jobs=jobs, thumb_quality=thumb_quality)
-    src_name = source if source is not None else (str(scores) if not isinstance(scores, pa.Table) else "")
-    table = scores if isinstance(scores, pa.Table) else read_table(scores)
-    require_columns(table, ["path", "face_index", "status", "quality"], "the score file")
-    if group is not None:
-        require_group_column(table, group, "the score file")
+    paged = is_folder_output(output)
+    # every check before any thumbnail is made: the output first, then the options
+    out = check_report_folder(output, overwrite) if paged else check_output_writable(output, overwrite)
+    _check_report_options(order=order, max_faces=max_faces, thumb_size=thumb_size, fmt=fmt, threshold=threshold,
+                          jobs=jobs, thumb_quality=thumb_quality, page_size=page_size)
+    table, src_name = _load_scores(scores, group, source)
     base_dir = os.path.abspath(base) if base is not None else os.getcwd()
-    sel = _select_tiles(table, max_faces)
-    notes = list(sel.notes)
-    tiles = _tile_images(sel.shown, base_dir=base_dir, out_dir=os.path.dirname(os.path.abspath(out)), link=link,
-                         size=thumb_size, fmt=fmt, quality=thumb_quality, jobs=jobs, progress=progress)
-    notes += tiles.notes
-    n_linked, n_err = tiles.n_linked, tiles.n_errors
-    paths = tiles.paths
-    payload = {
-        "source": src_name,
-        "source_arg": shlex.quote(src_name) if src_name else "SCORES",
-        "generated": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M"),
-        "n_faces": sel.n_faces,
-        "n_images": len(set(table["path"].to_pylist())),
-        "n_nonface": sel.others.num_rows,
-        "status_counts": sel.status_counts,
-        "hist": quality_histogram(sel.q_all, f32=sel.f32),
-        "f32": sel.f32,
-        "group": group,
-        "order": order,
-        "threshold": threshold,
-        "thumb_size": thumb_size,
-        "mime": MIME[fmt],
-        "notes": notes,
-        "faces": _face_payload(sel, tiles, group),
-        "nonface": _nonface_payload(sel.others),
-    }
-    page = render_html(payload, title or (f"facequal report: {src_name}" if src_name else "facequal report"))
-    write_output(out, page, overwrite=overwrite)
-    n_faces, others, sampled = sel.n_faces, sel.others, sel.sampled
-    return ReportResult(
-        path=str(out),
-        n_faces=n_faces,
-        n_shown=len(paths),
-        sampled=sampled,
-        n_nonface=others.num_rows,
-        size_bytes=len(page.encode("utf-8")),
-        n_linked=n_linked,
-        thumb_errors=n_err,
-        notes=notes,
-    )
+    if paged:
+        from facequal.curate.report.paged import write_paged
+
+        return write_paged(table, out, shown=os.fspath(output), src_name=src_name, group=group, order=order,
+                           link=link, thumb_size=thumb_size, fmt=fmt, thumb_quality=thumb_quality,
+                           base_dir=base_dir, title=title, threshold=threshold, jobs=jobs, overwrite=overwrite,
+                           page_size=page_size, progress=progress)
+    return _write_single(table, out, src_name=src_name, group=group, order=order, max_faces=max_faces, link=link,
+                         thumb_size=thumb_size, fmt=fmt, thumb_quality=thumb_quality, base_dir=base_dir,
+                         title=title, threshold=threshold, jobs=jobs, overwrite=overwrite, progress=progress)

@@ -6,7 +6,10 @@ so a thumbnail shows a little more than the model's crop (hair line, chin).
 
 from __future__ import annotations
 
+import base64
 import io
+import os
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +23,9 @@ from facequal.pipeline.align import align_face
 THUMB_FILL = 0.8
 FORMATS = ("webp", "jpeg")
 MIME = {"webp": "image/webp", "jpeg": "image/jpeg"}
+EXTENSIONS = {"webp": ".webp", "jpeg": ".jpg"}
+# One face to draw: (its index, image path, crop path, landmarks, file to write or None to embed).
+Item = tuple[int, str, "str | None", "list | None", "str | None"]
 
 
 @lru_cache(maxsize=8)
@@ -64,3 +70,69 @@ def encode(image: Image.Image, fmt: str = "webp", quality: int = 70) -> bytes:
     else:
         raise ValueError(f"unknown thumbnail format {fmt!r} (one of: {', '.join(FORMATS)})")
     return buf.getvalue()
+
+
+def _thumbnail_of(path: str, crop: str | None, lms: list | None, size: int, cache: list) -> Image.Image:
+    """The thumbnail of one face: from its crop file when readable, else aligned from the image
+    (``cache`` holds the last decoded image: items come sorted by path). Raises on failure."""
+    from facequal.pipeline.decode import Decoded, DecodeError, open_image
+
+    if crop is not None and os.path.isfile(crop):
+        try:
+            return load_crop_thumbnail(crop, size)
+        except (OSError, ValueError):
+            if lms is None:
+                raise
+    if lms is None:
+        raise ValueError("no crop and no landmarks")
+    if not cache or cache[0] != path:
+        try:
+            cache[:] = [path, open_image(path)]  # large JPEGs are decoded at a reduced scale
+        except DecodeError as e:
+            cache[:] = [path, e]
+    img = cache[1]
+    if isinstance(img, DecodeError):
+        raise ValueError(f"{img.status}: {img.message}")
+    assert isinstance(img, Decoded)
+    pts = (np.asarray(lms, dtype=np.float64) + 0.5) * img.scale - 0.5
+    return face_thumbnail(img.image, pts, size)
+
+
+def thumb_job(items: Sequence[Item], size: int, fmt: str, quality: int) -> list[tuple[int, str | None, str | None]]:
+    """Thumbnails for ``items``: (index, base64 text or '' when written to its file, error or None).
+    Errors are values: one bad face never stops a report."""
+    out: list[tuple[int, str | None, str | None]] = []
+    cache: list = []
+    for i, path, crop, lms, dest in items:
+        try:
+            data = encode(_thumbnail_of(path, crop, lms, size, cache), fmt, quality)
+            if dest is None:
+                out.append((i, base64.b64encode(data).decode("ascii"), None))
+            else:
+                with open(dest, "xb") as fh:  # inside the report's private build folder
+                    fh.write(data)
+                out.append((i, "", None))
+        except Exception as e:  # noqa: BLE001 -- any failure is this face's, never the report's
+            out.append((i, None, str(e) or type(e).__name__))
+    return out
+
+
+def make_thumbnails(items: list[Item], *, size: int, fmt: str, quality: int,
+                    jobs: int = 1) -> dict[int, tuple[str | None, str | None]]:
+    """Thumbnails for many faces, decoding each image once, in ``jobs`` processes (0: all cores):
+    index -> (base64 text, '' when written to its file, or None; the error or None)."""
+    items = sorted(items, key=lambda it: (it[1], it[0]))
+    if jobs == 1 or len(items) < 256:
+        res = thumb_job(items, size, fmt, quality)
+    else:
+        from joblib import Parallel, delayed
+
+        n_jobs = jobs if jobs > 0 else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        n_chunks = max(1, min(len(items) // 32, n_jobs * 8))
+        bounds = np.linspace(0, len(items), n_chunks + 1).astype(int)
+        parts = Parallel(n_jobs=n_jobs)(
+            delayed(thumb_job)(items[a:b], size, fmt, quality)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        )
+        res = [r for part in parts for r in part]
+    return {i: (t, e) for i, t, e in res}
