@@ -359,7 +359,7 @@ embed.__doc__ += _RUN_DOC
 def filter(scores: str | os.PathLike[str] | pa.Table, *, min_quality: float | None = None,  # noqa: A001
            max_quality: float | None = None, top_k: int | None = None,
            keep_fraction: float | None = None, per_group: int | None = None, group: str | None = None,
-           status: Sequence[str] | None = None, min_face: float | None = None,
+           status: Sequence[str] | None = None, min_face: float | None = None, where: str | None = None,
            output: str | os.PathLike[str] | None = None, paths_out: str | os.PathLike[str] | None = None,
            null: bool = False, to: str | os.PathLike[str] | None = None, mode: str = "copy",
            root: str | None = None, base: str | os.PathLike[str] | None = None, rejected: bool = False,
@@ -369,17 +369,18 @@ def filter(scores: str | os.PathLike[str] | pa.Table, *, min_quality: float | No
 
     Criteria left None are not applied: ``min_quality`` / ``max_quality`` (the CLI's ``--min`` /
     ``--max``), ``top_k``, ``keep_fraction``, ``per_group`` with ``group`` (a column), ``status``
-    (the statuses kept; default ``ok``), ``min_face`` (pixels). Outputs, as the CLI's: ``output``
-    (Parquet), ``paths_out`` (a path list; ``null``: NUL-separated), ``to`` (a folder the images
-    are copied, symlinked or hardlinked into: ``mode``, with ``root`` / ``base``); ``dry_run``
-    writes nothing; ``overwrite`` replaces outputs. See
-    :func:`facequal.curate.select.filter_scores` for the counts.
+    (the statuses kept; default ``ok``), ``min_face`` (pixels), ``where`` (an expression over the
+    columns, e.g. ``"abs(yaw) <= 45 and eye_distance >= 40"``: :mod:`facequal.curate.where`).
+    Outputs, as the CLI's: ``output`` (Parquet), ``paths_out`` (a path list; ``null``:
+    NUL-separated), ``to`` (a folder the images are copied, symlinked or hardlinked into:
+    ``mode``, with ``root`` / ``base``); ``dry_run`` writes nothing; ``overwrite`` replaces
+    outputs. See :func:`facequal.curate.select.filter_scores` for the counts.
     """
     from facequal.curate.select import filter_scores
 
     res = filter_scores(scores, min_quality=min_quality, max_quality=max_quality, top_k=top_k,
                         keep_fraction=keep_fraction, per_group=per_group, group=group, status=status,
-                        min_face=min_face, output=output, paths_out=paths_out, null=null, to=to,
+                        min_face=min_face, where=where, output=output, paths_out=paths_out, null=null, to=to,
                         mode=mode, root=root, base=base, rejected=rejected, dry_run=dry_run,
                         overwrite=overwrite)
     assert res.table is not None

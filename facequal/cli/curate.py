@@ -41,6 +41,11 @@ def filter_cmd(
         float | None,
         typer.Option("--min-face", help="Keep faces whose box's shorter side is at least this many pixels."),
     ] = None,
+    where: Annotated[
+        str | None,
+        typer.Option("--where", help="Keep rows where this holds, e.g. \"abs(yaw) <= 45 and eye_distance >= 40\" "
+                     "(comparisons, + - * /, abs(), and/or/not, is null; see the README)."),
+    ] = None,
     output: Annotated[
         str | None,
         typer.Option(
@@ -78,7 +83,8 @@ def filter_cmd(
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
-    """Select faces by quality, status or face size; write rows, a path list, or copies/links."""
+    """Select faces by quality, status, face size or any column (--where); write rows, a path list, or
+    copies/links."""
     from facequal.curate.select import filter_scores
     from facequal.options import check_unit
 
@@ -107,6 +113,7 @@ def filter_cmd(
         group=group,
         status=status or None,
         min_face=min_face,
+        where=where,
         output=table_out,
         paths_out=None if dry_run and output == "-" else paths_out,
         null=null,

@@ -8,7 +8,7 @@ Two layers, each testable alone:
   list, or copies / links into a target directory through :mod:`facequal.curate.materialize`).
 
 Selection stages run in this order, each on the rows the previous ones kept:
-status -> face size -> has a finite quality (only when a quality criterion is given) ->
+status -> face size -> --where -> has a finite quality (only when a quality criterion is given) ->
 --min / --max -> --per-group -> --top-k -> --keep-fraction. Ties in quality are broken by row
 order, so the result is deterministic.
 """
@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from facequal import schema
 from facequal._io import check_output, write_output, write_parquet_output
 from facequal.curate.materialize import MODES, Materialized, materialize
+from facequal.curate.where import parse_where
 from facequal.errors import UserError
 from facequal.schema import read_table, require_columns, require_group_column
 
@@ -45,6 +46,7 @@ class Criteria:
     group: str | None = None  # ... where groups are the values of this column
     status: tuple[str, ...] | None = None  # keep rows with one of these statuses
     min_face: float | None = None  # keep faces whose box's shorter side is >= this (pixels)
+    where: str | None = None  # keep rows for which this expression holds (facequal.curate.where)
 
     def uses_quality(self) -> bool:
         """Whether any criterion ranks or thresholds on quality."""
@@ -81,6 +83,8 @@ class Criteria:
                 raise UserError(f"unknown status {bad[0]!r} (one of: {', '.join(schema.STATUSES)})")
         if self.min_face is not None and not (math.isfinite(self.min_face) and self.min_face >= 0):
             raise UserError(f"--min-face must be a number of pixels >= 0, not {self.min_face}")
+        if self.where is not None:
+            parse_where(self.where)  # a syntax error stops here, before any file is read
 
 
 @dataclass
@@ -156,6 +160,8 @@ def select(table: pa.Table, criteria: Criteria) -> Selection:
         size = face_size(table)
         with np.errstate(invalid="ignore"):
             stage("min_face", size >= criteria.min_face)
+    if criteria.where is not None:
+        stage("where", parse_where(criteria.where).mask(table))
     if criteria.uses_quality():
         require_columns(table, ["quality"], "the score file")
         q = column_as_float(table, "quality")
@@ -271,6 +277,7 @@ def filter_scores(
     group: str | None = None,
     status: Sequence[str] | None = None,
     min_face: float | None = None,
+    where: str | None = None,
     output: str | Path | None = None,
     paths_out: str | Path | IO[bytes] | None = None,
     null: bool = False,
@@ -290,7 +297,8 @@ def filter_scores(
     ``to``: a directory receiving copies / symlinks / hardlinks (``mode``) of the images, at
     their paths relative to ``root``; relative paths in the score file are taken against ``base``.
     ``rejected``: every output holds the rejected side instead (rows not kept; images none of
-    whose faces was kept). ``dry_run``: compute everything, write nothing.
+    whose faces was kept). ``dry_run``: compute everything, write nothing. ``where``: keep rows
+    for which the expression holds (:mod:`facequal.curate.where`), checked before any output.
     """
     crit = Criteria(
         min_quality=min_quality,
@@ -301,6 +309,7 @@ def filter_scores(
         group=group,
         status=tuple(status) if status else None,
         min_face=min_face,
+        where=where,
     )
     crit.validate()
     if mode not in MODES:
