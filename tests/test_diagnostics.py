@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from facequal.pipeline.diagnostics import face_diagnostics, head_pose, image_measures
+from facequal.pipeline.diagnostics import NOSE_HEIGHT_FRONTAL, face_diagnostics, head_pose, image_measures
 
 # The five-point template facequal aligns to (eyes, nose tip, mouth corners) in a 112 px crop.
 TEMPLATE = np.array([[38.29, 51.70], [73.53, 51.50], [56.03, 71.74], [41.55, 92.37], [70.73, 92.20]])
@@ -29,9 +29,12 @@ def _mirror(points: np.ndarray, width: float = 112.0) -> np.ndarray:
     return m[[1, 0, 2, 4, 3]]
 
 
-def test_template_face_is_frontal():
-    yaw, pitch, roll = head_pose(TEMPLATE)
-    assert abs(yaw) < 2 and abs(pitch) < 2 and abs(roll) < 1
+def test_a_face_looking_straight_ahead_reads_zero():
+    lm = TEMPLATE.copy()
+    eye_y, mouth_y = lm[:2, 1].mean(), lm[3:, 1].mean()
+    lm[2, 1] = eye_y + NOSE_HEIGHT_FRONTAL * (mouth_y - eye_y)  # the detector's straight-ahead nose
+    yaw, pitch, roll = head_pose(lm)
+    assert abs(yaw) < 2 and abs(pitch) < 0.5 and abs(roll) < 1
 
 
 @pytest.mark.parametrize("angle", [-60, -25, -5, 5, 25, 60])
@@ -87,13 +90,15 @@ def test_sharpness_falls_strictly_as_blur_grows():
     assert all(b < a for a, b in zip(values, values[1:], strict=False)), values
 
 
-def test_sharpness_does_not_depend_on_contrast_but_contrast_does():
+def test_lowered_contrast_lowers_contrast_but_not_sharpness_and_darkening_keeps_both():
     crop = _textured_crop().astype(np.float32)
-    low = (crop - 128) * 0.5 + 128
     s_full, b_full, c_full = image_measures(crop.astype(np.uint8))
-    s_low, b_low, c_low = image_measures(np.round(low).astype(np.uint8))
+    s_low, b_low, c_low = image_measures(np.round((crop - 128) * 0.5 + 128).astype(np.uint8))
     assert s_low == pytest.approx(s_full, rel=0.05)
-    assert c_low == pytest.approx(c_full * 0.5, rel=0.05)
+    assert c_low < 0.6 * c_full
+    s_dark, b_dark, c_dark = image_measures(np.round(crop * 0.4).astype(np.uint8))
+    assert b_dark == pytest.approx(0.4 * b_full, rel=0.02)
+    assert c_dark == pytest.approx(c_full, rel=0.03) and s_dark == pytest.approx(s_full, rel=0.05)
 
 
 def test_brightness_falls_strictly_as_the_face_darkens():

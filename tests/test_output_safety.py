@@ -495,3 +495,18 @@ def test_output_that_is_not_parquet_is_refused_before_any_work(tmp_path, tiny_mo
         assert ".parquet" in out_text
         assert not (tmp_path / name).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
+def test_resume_onto_an_output_of_a_build_without_the_diagnostics_is_refused_and_kept(tmp_path, tiny_model):
+    imgs = _crops(tmp_path / "imgs", ["a.png", "b.png"])
+    more = _crops(tmp_path / "more", ["c.png"], seed=4)
+    out = tmp_path / "s.parquet"
+    assert _score(tiny_model, imgs, "-o", out).exit_code == 0
+    t = pq.read_table(out)
+    old = t.drop_columns(["yaw", "pitch", "roll", "sharpness", "brightness", "contrast"])
+    old = old.rename_columns(["inter_eye" if c == "eye_distance" else c for c in old.column_names])
+    pq.write_table(old.replace_schema_metadata(t.schema.metadata), out)  # as an earlier build wrote it
+    data = out.read_bytes()
+    msg = _one_line_error(_score(tiny_model, more, "-o", out, "--resume"))
+    assert "without eye_distance, yaw" in msg and "--overwrite" in msg
+    assert out.read_bytes() == data and not _work_folders(tmp_path)

@@ -35,7 +35,7 @@ def payload_of(text: str) -> dict:
 
 # A face per row with the diagnostics the newer score files carry; each row is typical but for
 # the one diagnostic its name says (the first row is typical in every way).
-TYPICAL = dict(yaw=5.0, pitch=-3.0, roll=2.0, eye_distance=60.0, sharpness=0.8, brightness=120.0, contrast=45.0)
+TYPICAL = dict(yaw=5.0, pitch=-3.0, roll=2.0, eye_distance=60.0, sharpness=0.8, brightness=120.0, contrast=0.35)
 CASES = [
     ("typical", {}, None),
     ("profile", dict(yaw=-70.0), "profile"),
@@ -44,9 +44,9 @@ CASES = [
     ("blurred", dict(sharpness=0.05), "blurred"),
     ("dark", dict(brightness=15.0), "dark"),
     ("bright", dict(brightness=250.0), "over-exposed"),
-    ("flat", dict(contrast=6.0), "low contrast"),
+    ("flat", dict(contrast=0.04), "low contrast"),
     ("looking_up", dict(pitch=45.0), "head up/down"),
-    # two diagnostics outside: the one further out wins (yaw 50: 4/3 units; eye distance 10: 1.6 halvings)
+    # two diagnostics outside: the one further out wins (yaw 50: 1/3 unit; eye distance 10: 1.6 halvings)
     ("both", dict(yaw=50.0, eye_distance=10.0), "small face"),
 ]
 

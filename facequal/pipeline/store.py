@@ -560,7 +560,8 @@ class RunStore:
                    ([f"with {', '.join(extra)}"] if extra else []) + \
                    ([f"{', '.join(typed)} of another type"] if typed else [])
             raise UserError(f"--resume: {what} has other columns than this run writes ({'; '.join(said)}): "
-                            "the inputs carry other manifest columns; pass --overwrite to start again")
+                            "written by another facequal version, or with other manifest columns; pass --overwrite "
+                            "to start again")
 
     # -- starting ------------------------------------------------------------------------------
     def prepare(self, *, overwrite: bool, resume: bool, inputs: Sequence[str] = ()) -> pa.Table | None:
