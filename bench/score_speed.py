@@ -10,6 +10,7 @@ much less, so both are printed: on a busy machine trust the CPU ratio.
     python bench/score_speed.py ../shared/data/lfw --limit 2000
     python bench/score_speed.py ../shared/data/lfw --limit 1000 --stand-in   # before a bundled model exists
     python bench/score_speed.py ../shared/data/lfw --cold-start 10           # one image, fresh processes
+    python bench/score_speed.py ../shared/data/lfw --large 40 --rounds 3     # 12-megapixel JPEGs
 
 ``--stand-in`` runs the reference dm100 ONNX (the same network, hence the same cost, as the
 bundled dm100) under the bundled model's alignment contract (five points straight to 96x96).
@@ -160,6 +161,73 @@ def cold_start(image: str, n: int) -> None:
           f"{statistics.median(ve):.2f} s; scoring itself adds {min(sc) - min(ve):.2f} s (best)")
 
 
+def make_large(paths: list[str], folder: str, size: tuple[int, int] = (4000, 3000)) -> list[str]:
+    """12-megapixel JPEGs made from small photos: the photo enlarged 9x (bicubic) in the middle
+    of a canvas filled with the same photo stretched and blurred (so the JPEG has texture
+    everywhere, like a real photo), saved at quality 90."""
+    from PIL import Image, ImageFilter
+
+    out = []
+    for i, p in enumerate(paths):
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+        canvas = im.resize((size[0] // 8, size[1] // 8)).filter(ImageFilter.GaussianBlur(3)).resize(size)
+        face = im.resize((im.width * 9, im.height * 9), Image.Resampling.BICUBIC)
+        canvas.paste(face, ((size[0] - face.width) // 2, (size[1] - face.height) // 2))
+        path = os.path.join(folder, f"large-{i:04d}.jpg")
+        canvas.save(path, quality=90)
+        out.append(path)
+    return out
+
+
+def large_photos(small: list[str], rounds: int) -> None:
+    """Time per image of `facequal score` (1 worker) on 12-megapixel JPEGs against their full-size
+    decode, and the same on the small photos they were made from: the growth from small to large
+    should be the decode's growth (detection runs on a reduced decode; crops come from it)."""
+    import facequal
+    import facequal.pipeline.faces as faces_mod
+    from facequal.pipeline.decode import open_image
+
+    real = faces_mod.open_image
+
+    def no_draft(path, **kw):  # the pipeline before the reduced decode: always full size
+        kw.pop("draft_side", None)
+        return real(path, **kw)
+
+    with tempfile.TemporaryDirectory() as d:
+        large = make_large(small, d)
+        print(f"large photos: {len(large)} 4000x3000 JPEGs (q90) made from {len(small)} photos of the folder, "
+              "each enlarged 9x on a blurred canvas of itself; 1 worker, best of "
+              f"{rounds} interleaved rounds, ms per image")
+        best: dict[str, float] = {}
+
+        def timed(name: str, fn) -> None:
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t) / len(large) * 1e3)
+
+        facequal.score(large[:2], jobs=1)  # sessions loaded
+        for _ in range(rounds):
+            timed("decode small", lambda: [open_image(p) for p in small])
+            timed("decode large", lambda: [open_image(p) for p in large])
+            timed("decode large 1/4", lambda: [open_image(p, draft_side=640) for p in large])
+            timed("score small", lambda: facequal.score(small, jobs=1))
+            timed("score large", lambda: facequal.score(large, jobs=1))
+            faces_mod.open_image = no_draft
+            try:
+                timed("score large, full-size decode only", lambda: facequal.score(large, jobs=1))
+            finally:
+                faces_mod.open_image = real
+    for k, v in best.items():
+        print(f"  {k:36s} {v:7.1f} ms")
+    grow_score = best["score large"] - best["score small"]
+    grow_decode = best["decode large"] - best["decode small"]
+    print(f"  small -> large: score grows by {grow_score:.1f} ms per image, a full-size decode by {grow_decode:.1f} ms "
+          f"(ratio {grow_score / grow_decode:.2f}; <= 1: the growth is no more than decoding's)")
+    print(f"  large: score / full-size decode {best['score large'] / best['decode large']:.2f}; before the reduced "
+          f"decode {best['score large, full-size decode only'] / best['decode large']:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder")
@@ -174,7 +242,12 @@ def main() -> None:
     ap.add_argument("--cold-start", type=int, default=0, metavar="N",
                     help="only the cold start: N fresh `facequal score ONE.jpg` processes (and `facequal "
                          "--version` as the floor of any command), best and median wall time")
+    ap.add_argument("--large", type=int, default=0, metavar="N",
+                    help="only the large-photo figures: N 12-megapixel JPEGs made from the folder's photos")
     a = ap.parse_args()
+    if a.large:
+        large_photos(list_images(a.folder, a.large), a.rounds)
+        return
     if a.cold_start:
         cold_start(list_images(a.folder, 1)[0], a.cold_start)
         return
