@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["__version__", "score", "iter_score", "embed", "filter", "report", "pool", "evaluate", "calibrate",
-           "Scorer", "Embedder"]
+           "audit", "Scorer", "Embedder"]
 
 
 def _version() -> str:
@@ -38,7 +38,7 @@ def __getattr__(name: str) -> Any:
     if name == "__version__":  # on first use: importlib.metadata costs more than the rest of `import facequal`
         globals()["__version__"] = found = _version()
         return found
-    if name in ("score", "iter_score", "embed", "filter", "report", "pool", "evaluate", "calibrate", "Job"):
+    if name in ("score", "iter_score", "embed", "filter", "report", "pool", "evaluate", "calibrate", "audit", "Job"):
         from facequal import api
 
         return getattr(api, name)

@@ -392,7 +392,8 @@ def filter(scores: str | os.PathLike[str] | pa.Table, *, min_quality: float | No
 _LAZY_VERBS = {"pool": ("facequal.curate.pool", "pool"),
                "report": ("facequal.curate.report.build", "build_report"),
                "calibrate": ("facequal.eval.calibrate", "calibrate"),
-               "evaluate": ("facequal.eval.evaluate", "evaluate")}
+               "evaluate": ("facequal.eval.evaluate", "evaluate"),
+               "audit": ("facequal.curate.audit", "audit")}
 
 
 def __getattr__(name: str) -> Any:

@@ -35,6 +35,11 @@ MIN_FACE = 0.0                   # faces whose box is smaller (pixels) are ignor
 PAD = 0.0                        # canvas padding, as a fraction of the image's side (tight crops)
 MAX_PIXELS = 100_000_000         # 100 MP: above this an image is refused (status too_large)
 MAX_SIDE = 4096                  # JPEGs larger than this are decoded at a reduced scale
+# `facequal audit`: a face closer to another identity than to its own is flagged (margin > 0);
+# identity pairs scoring above this are reported as one person (LFW split folders >= 0.995,
+# the closest two different people 0.974).
+MISLABEL_THRESHOLD = 0.0
+IDENTITY_THRESHOLD = 0.98
 # Faces per model call on a CPU: LightQNet's stride-1 stem keeps 16 x 96 x 96 activations per
 # face, so at 16 faces a call they stay in cache; at 64 the same model runs 10-20% slower
 # (bench/score_only.py --sweep). Larger batches suit a GPU (--batch-size).
@@ -86,8 +91,9 @@ def check_float(flag: str, value: Any, lo: float | None = None, hi: float | None
     v = float(value)
     below = lo is not None and (v <= lo if lo_open else v < lo)
     if not math.isfinite(v) or below or (hi is not None and v > hi):
-        raise UserError(f"{flag} must be a finite number {_domain(lo, hi, lo_open)}, not {value}{note}",
-                        param=_param(flag))
+        domain = _domain(lo, hi, lo_open)
+        raise UserError(f"{flag} must be a finite number{'' if domain == 'a number' else ' ' + domain}, "
+                        f"not {value}{note}", param=_param(flag))
     return v
 
 

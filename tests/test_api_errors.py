@@ -57,7 +57,7 @@ def test_api_verbs_take_explicit_keywords():
     import inspect
 
     for verb in (facequal.score, facequal.iter_score, facequal.embed, facequal.filter, facequal.report,
-                 facequal.pool, facequal.evaluate, facequal.calibrate):
+                 facequal.pool, facequal.evaluate, facequal.calibrate, facequal.audit):
         assert verb.__doc__
     for verb in (facequal.score, facequal.iter_score, facequal.embed, facequal.filter):
         params = inspect.signature(verb).parameters

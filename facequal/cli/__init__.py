@@ -13,3 +13,4 @@ from facequal.cli import embed as _embed  # noqa: F401,E402  isort: skip
 from facequal.cli import train as _train  # noqa: F401,E402  isort: skip
 from facequal.cli import curate as _curate  # noqa: F401,E402  isort: skip
 from facequal.cli import evaluate as _evaluate  # noqa: F401,E402  isort: skip
+from facequal.cli import audit as _audit  # noqa: F401,E402  isort: skip
