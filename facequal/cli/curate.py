@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
 from facequal.cli.app import app, err_console, handles_errors
+
+if TYPE_CHECKING:  # the CLI imports the implementations only inside the commands
+    from facequal.curate.materialize import Materialized
+    from facequal.curate.select import FilterResult
 
 
 @app.command("filter")
@@ -93,16 +97,7 @@ def filter_cmd(
     check_unit("--min", min_q)
     check_unit("--max", max_q)
 
-    paths_out = None
-    table_out = None
-    if output == "-":
-        paths_out = sys.stdout.buffer  # image paths on stdout, as bytes
-    elif output is not None and output.lower().endswith(".parquet"):
-        table_out = output
-    elif output is not None:
-        paths_out = output
-    if null and paths_out is None:
-        err_console.print("facequal: warning: -0 only applies to a path list (-o - or -o FILE)")
+    table_out, paths_out = _filter_outputs(output, null)
     res = filter_scores(
         scores,
         min_quality=min_q,
@@ -126,42 +121,63 @@ def filter_cmd(
         overwrite=overwrite,
     )
     err_console.print(res.summary(), highlight=False, soft_wrap=True)
-    side = "rejected" if rejected else "kept"
-    n_rows = res.n_rows - res.n_kept if rejected else res.n_kept
-    n_imgs = len(res.rejected_images if rejected else res.kept_images)
     if dry_run:
-        typer.echo(
-            f"dry run: {res.n_kept} of {res.n_rows} rows kept; {len(res.kept_images)} images kept, "
-            f"{len(res.rejected_images)} rejected"
-        )
-        for k, v in res.dropped.items():
-            typer.echo(f"  dropped by {k.replace('_', '-')}: {v}")
-        if table_out is not None:
-            typer.echo(f"would write {n_rows} {side} rows to {table_out}")
-        if output is not None and table_out is None:
-            typer.echo(f"would list {n_imgs} {side} image paths to {'stdout' if output == '-' else output}")
-    m = res.materialized
-    if m is not None:
-        verb = {"copy": "copied", "symlink": "symlinked", "hardlink": "hardlinked"}[m.mode]
-        made = {"copy": "copies", "symlink": "symlinks to the source", "hardlink": "hardlinks"}[m.mode]
-        existing = m.existing - m.other_kind
-        line = (
-            f"{'would be ' if dry_run else ''}{verb} {m.done} {side} images into {m.target}"
-            + (f"; {existing} already there, skipped" if existing else "")
-            + (" (--overwrite replaces them)" if existing and not overwrite else "")
-            + (f"; {m.other_kind} skipped that are not {made} (--overwrite replaces them)"
-               if m.other_kind else "")
-            + (f"; {len(m.failed)} failed" if m.failed else "")
-        )
-        (typer.echo if dry_run else lambda s: err_console.print(s, highlight=False, soft_wrap=True))(line)
-        for path, why in m.failed[:10]:
-            err_console.print(f"facequal: warning: {path!r}: {why}", highlight=False, soft_wrap=True)
-        if len(m.failed) > 10:
-            err_console.print(f"facequal: warning: ... and {len(m.failed) - 10} more", highlight=False)
-        if m.failed and not dry_run:
-            raise typer.Exit(1)
+        _print_dry_run(res, output, table_out)
+    if res.materialized is not None:
+        _print_materialized(res.materialized, "rejected" if rejected else "kept", dry_run=dry_run,
+                            overwrite=overwrite)
     if output is None and to is None and not dry_run:
         err_console.print("facequal: note: nothing written; give -o FILE, -o -, --to DIR or --dry-run")
+
+
+def _filter_outputs(output: str | None, null: bool) -> tuple[str | None, str | IO[bytes] | None]:
+    """``-o`` as (Parquet rows file, path list target): ``-`` is stdout, ``NAME.parquet`` the rows,
+    any other name a path list."""
+    if output == "-":
+        table_out, paths_out = None, sys.stdout.buffer  # image paths on stdout, as bytes
+    elif output is not None and output.lower().endswith(".parquet"):
+        table_out, paths_out = output, None
+    else:
+        table_out, paths_out = None, output
+    if null and paths_out is None:
+        err_console.print("facequal: warning: -0 only applies to a path list (-o - or -o FILE)")
+    return table_out, paths_out
+
+
+def _print_dry_run(res: FilterResult, output: str | None, table_out: str | None) -> None:
+    """What a ``--dry-run`` would have written, on stdout."""
+    side = "rejected" if res.rejected else "kept"
+    n_rows = res.n_rows - res.n_kept if res.rejected else res.n_kept
+    n_imgs = len(res.rejected_images if res.rejected else res.kept_images)
+    typer.echo(f"dry run: {res.n_kept} of {res.n_rows} rows kept; {len(res.kept_images)} images kept, "
+               f"{len(res.rejected_images)} rejected")
+    for k, v in res.dropped.items():
+        typer.echo(f"  dropped by {k.replace('_', '-')}: {v}")
+    if table_out is not None:
+        typer.echo(f"would write {n_rows} {side} rows to {table_out}")
+    if output is not None and table_out is None:
+        typer.echo(f"would list {n_imgs} {side} image paths to {'stdout' if output == '-' else output}")
+
+
+def _print_materialized(m: Materialized, side: str, *, dry_run: bool, overwrite: bool) -> None:
+    """What ``--to`` did (or would do): one line, then the failures; exit 1 when some failed."""
+    verb = {"copy": "copied", "symlink": "symlinked", "hardlink": "hardlinked"}[m.mode]
+    made = {"copy": "copies", "symlink": "symlinks to the source", "hardlink": "hardlinks"}[m.mode]
+    existing = m.existing - m.other_kind
+    line = (
+        f"{'would be ' if dry_run else ''}{verb} {m.done} {side} images into {m.target}"
+        + (f"; {existing} already there, skipped" if existing else "")
+        + (" (--overwrite replaces them)" if existing and not overwrite else "")
+        + (f"; {m.other_kind} skipped that are not {made} (--overwrite replaces them)" if m.other_kind else "")
+        + (f"; {len(m.failed)} failed" if m.failed else "")
+    )
+    (typer.echo if dry_run else lambda s: err_console.print(s, highlight=False, soft_wrap=True))(line)
+    for path, why in m.failed[:10]:
+        err_console.print(f"facequal: warning: {path!r}: {why}", highlight=False, soft_wrap=True)
+    if len(m.failed) > 10:
+        err_console.print(f"facequal: warning: ... and {len(m.failed) - 10} more", highlight=False)
+    if m.failed and not dry_run:
+        raise typer.Exit(1)
 
 
 @app.command("report")
@@ -234,7 +250,8 @@ def report_cmd(
     )
     for n in res.notes:
         err_console.print(f"facequal: note: {n}", highlight=False, soft_wrap=True)
-    pages = f" on {res.n_pages:,} pages ({res.n_files:,} files)" if res.n_files > 1 else ""
+    pages = (f" on {res.n_pages:,} page{'' if res.n_pages == 1 else 's'} ({res.n_files:,} files)"
+             if res.n_files > 1 else "")
     err_console.print(
         f"wrote {res.path}: {res.n_shown:,} of {res.n_faces:,} faces{pages}, {res.size_bytes / 1e6:.1f} MB",
         highlight=False,
