@@ -9,7 +9,7 @@ measures that promise per degradation and overall:
 
     python bench/calibration_shift.py --data ../shared/data --people validation \\
         [--max-photos 400] [--max-per-person 8] [--model NAME] [--work DIR] \\
-        [--fit CAL.json] [--calibration CAL.json] [--json OUT.json]
+        [--fit CAL.json [--clean-weight W]] [--calibration CAL.json] [--json OUT.json]
 
 Set. People are drawn in a seeded random order (``--seed``) and taken while their photos fit in
 ``--max-photos`` (0: all); a person contributes at most ``--max-per-person`` photos (a seeded
@@ -46,7 +46,10 @@ uniform bins: n, mean predicted, observed) and ECE; the ranking AUC of ``quality
 stage. ``--json`` writes all of it.
 
 ``--fit CAL.json`` fits :func:`facequal.train.calibrate.fit_calibration` on (``quality_raw``,
-target) of this set and writes the returned dict; the in-sample ECE of the fitted map is printed.
+target) of this set and writes the returned dict; the in-sample ECE of the fitted map is printed
+(overall and on the clean faces alone). ``--clean-weight W`` weighs the clean faces so that
+together they count W times all degraded faces: with every face weighing 1 the map suits a set
+that is 21 parts degraded to 1 part clean, and is too cautious on clean photos.
 ``--calibration CAL.json`` evaluates ``apply_calibration(quality_raw, map)`` instead of the
 file's ``quality``, so a map fitted on validation people can be judged on test people without
 rebuilding the model.
@@ -329,6 +332,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--work", default=None, help="work folder, kept (default: a temporary one, removed)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--fit", default=None, help="fit the calibration on this set, write it here (JSON)")
+    ap.add_argument("--clean-weight", type=float, default=None,
+                    help="with --fit: the clean faces together weigh this many times all degraded faces "
+                         "(default: every face weighs 1, so clean faces are 1 in 22)")
+    ap.add_argument("--sweep-clean-weight", type=float, nargs="*", default=None, metavar="W",
+                    help="with --fit: print the in-sample ECE (all faces, clean faces) of maps fitted with "
+                         "each clean weight, to choose one on validation people")
     ap.add_argument("--calibration", default=None, help="evaluate this map applied to quality_raw")
     ap.add_argument("--json", default=None, help="write the report here")
     a = ap.parse_args(argv)
@@ -437,7 +446,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(f"\n(the file's own quality on this set: ECE {base['ece']:.4f}, AUC {base['auc_quality']:.4f})")
 
         if a.fit:
-            cal = fit_calibration(raw, target)
+            clean = variant == "clean"
+            weight = None
+            if a.clean_weight is not None:
+                weight = np.where(clean, a.clean_weight * (~clean).sum() / max(int(clean.sum()), 1), 1.0)
+            cal = fit_calibration(raw, target, weight)
+
             Path(a.fit).parent.mkdir(parents=True, exist_ok=True)
             Path(a.fit).write_text(json.dumps(cal, indent=1) + "\n")
             fitted = evaluate(apply_calibration(raw, cal), raw, target, variant, counts, a.min_q)
@@ -445,9 +459,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 k: fitted[k] for k in ("ece", "auc_quality", "distinct_share", "per_variant", "reliability",
                                        "min_removal")}}
             stage("fit")
-            print(f"\nfitted calibration written to {a.fit} ({len(cal.get('x', []))} knots); in-sample: "
-                  f"ECE {fitted['ece']:.4f}, AUC {fitted['auc_quality']:.4f}, "
-                  f"distinct {100 * fitted['distinct_share']:.1f}%")
+            from facequal.train.calibrate import expected_calibration_error, reliability_table
+
+            pc = apply_calibration(raw[clean], cal)
+            report["fit"]["in_sample"]["ece_clean"] = clean_ece = expected_calibration_error(
+                reliability_table(pc, target[clean]))
+            print(f"\nfitted calibration written to {a.fit} ({len(cal.get('x', []))} knots; clean weight "
+                  f"{a.clean_weight}); in-sample: ECE {fitted['ece']:.4f} (clean faces alone {clean_ece:.4f}), "
+                  f"AUC {fitted['auc_quality']:.4f}, distinct {100 * fitted['distinct_share']:.1f}%")
+            if a.sweep_clean_weight:
+                print("\n| clean weight | ECE, all faces | ECE, clean faces | larger |\n|---|---|---|---|")
+                for w_c in a.sweep_clean_weight:
+                    m = fit_calibration(raw, target, np.where(clean, w_c * (~clean).sum() / max(int(clean.sum()), 1),
+                                                              1.0))
+                    e_all = expected_calibration_error(reliability_table(apply_calibration(raw, m), target))
+                    e_clean = expected_calibration_error(reliability_table(apply_calibration(raw[clean], m),
+                                                                           target[clean]))
+                    print(f"| {w_c:g} | {e_all:.4f} | {e_clean:.4f} | {max(e_all, e_clean):.4f} |")
             print("| variant | mean calibrated | observed | ECE |\n|---|---|---|---|")
             for v in fitted["per_variant"]:
                 print(f"| {v['variant']} | {_fmt(v['mean_quality'])} | {_fmt(v['observed'])} | {_fmt(v['ece'])} |")

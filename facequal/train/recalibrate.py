@@ -8,6 +8,10 @@ calibration change reaches a shipped model without touching its weights:
 
     python -m facequal.train.recalibrate facequal/models/files/lightqnet-dm100.onnx \\
         --val-cache runs/cache/val -o runs/lightqnet-dm100.onnx --report runs/calibration.json
+    python -m facequal.train.recalibrate lightqnet-dm100 --map cal-shift-dm100.json -o runs/dm100.onnx
+
+``--map`` writes a map fitted elsewhere, such as ``bench/calibration_shift.py --fit`` on clean and
+degraded validation photos (what the bundled models carry).
 """
 
 from __future__ import annotations
@@ -61,15 +65,26 @@ def refit(model_path: str | Path, val_cache: str | Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: refit, print the reliability table, write the recalibrated copy."""
-    from facequal.train.export import recalibrate
+    """Command line: refit (or take a fitted map), print the reliability table, write the recalibrated copy."""
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="ONNX model (bundled name or path)")
-    ap.add_argument("--val-cache", required=True, help="validation cache folder (facequal train builds it)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--val-cache", help="validation cache folder (facequal train builds it): fit on its clean faces")
+    src.add_argument("--map", help="a map fitted elsewhere (bench/calibration_shift.py --fit CAL.json): write it as is")
     ap.add_argument("-o", "--output", required=True, help="recalibrated copy (must not exist)")
     ap.add_argument("--report", default=None, help="write the fit and its reliability table here (JSON)")
     a = ap.parse_args(argv)
+    from facequal.models.zoo import resolve_model
+    from facequal.train.export import recalibrate
+
+    if a.map:
+        fitted = json.loads(Path(a.map).read_text(encoding="utf-8"))
+        prov = {"method": "fit_calibration (logit-space isotonic, strictly increasing, straight tails)",
+                "map_file": Path(a.map).name}
+        out = recalibrate(resolve_model(a.model).path, fitted.get("calibration", fitted), a.output, prov)
+        print(f"wrote {out}")
+        return
     result = refit(a.model, a.val_cache)
     print(f"{result['n_faces']} validation faces, acceptance {result['acceptance_rate']:.3f}; ECE "
           f"{result['ece_validation']:.4f} (previous map {result['ece_validation_previous_map']:.4f})")
@@ -78,8 +93,6 @@ def main(argv: list[str] | None = None) -> None:
               f"observed {r['observed']:.3f}")
     prov = {k: result[k] for k in ("n_faces", "acceptance_rate", "threshold", "ece_validation", "sources")}
     prov["method"] = "fit_calibration (logit-space isotonic, strictly increasing, straight tails)"
-    from facequal.models.zoo import resolve_model
-
     out = recalibrate(resolve_model(a.model).path, result["calibration"], a.output, prov)
     if a.report:
         Path(a.report).write_text(json.dumps(result, indent=1), encoding="utf-8")
