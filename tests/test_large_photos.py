@@ -58,8 +58,10 @@ def test_a_big_face_in_a_big_jpeg_is_scored_from_one_reduced_decode(tmp_path, as
     full = scorer.score_image(img)[0]  # the same pixels in memory: detected and cut at full size
     assert np.allclose(row["landmarks"], full["landmarks"], atol=0.03 * full["eye_distance"])
     assert row["eye_distance"] == pytest.approx(full["eye_distance"], rel=0.03)
-    # the crop from the reduced decode scores like the full-size crop at the same landmarks
-    assert row["quality"] == pytest.approx(_quality_from_full_size_crop(scorer, path, row), abs=0.01)
+    # the crop from the reduced decode scores like the full-size crop at the same landmarks (the
+    # two are antialiased differently: JPEG's DCT scaling against a 4x-supersampled warp of an 8x
+    # reduction, so they are close, not equal)
+    assert row["quality"] == pytest.approx(_quality_from_full_size_crop(scorer, path, row), abs=0.03)
 
 
 def test_a_small_face_in_a_big_jpeg_is_cropped_from_a_full_size_decode(tmp_path, astronaut, scorer, decodes):

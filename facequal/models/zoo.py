@@ -21,7 +21,7 @@ from facequal.contract import Contract, ContractError, contract_from_onnx_metada
 from facequal.errors import ModelError
 from facequal.options import BATCH_SIZE
 
-DEFAULT_QUALITY_MODEL = "lightqnet-dm100"
+DEFAULT_QUALITY_MODEL = "lightqnet-dm025"  # chosen on validation: see MODEL_CARD.md
 DEFAULT_EMBEDDING_MODEL = "dlib-resnet-v1"
 
 

@@ -24,7 +24,7 @@ from facequal.pipeline.diagnostics import DIAGNOSTIC_COLUMNS, face_diagnostics
 
 # A reduced (draft) decode serves the crops when every face has at least this many source pixels
 # per warp pixel there: the warp then still shrinks the face by 2x or more and antialiases it, as
-# it would from the full-size image (quality within about 0.002 of it on 12-megapixel photos).
+# it would from the full-size image (quality within 0.006 of it on enlarged 12-megapixel photos).
 MIN_SOURCE_PIXELS = 2.0
 
 __all__ = ["ImageResult", "file_stat", "image_rows", "process_decoded", "process_image"]
