@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from facequal.curate.audit import audit, identity_pairs, outlier_scores
+from facequal.curate.audit import TIGHTNESS_WEIGHT, audit, identity_pairs, outlier_scores
 from facequal.curate.dedup import find_duplicates, registered_correlation
 from facequal.curate.phash import fingerprint_image
 from facequal.errors import OutputExistsError, UserError
@@ -384,3 +384,41 @@ def test_split_identity_alone_falls_back_to_own_distance():
     sc = outlier_scores(e, np.ones(4), np.array([0, 0, 1, 1]), same_person_threshold=0.98)
     assert len(sc.pairs.a) == 1 and (sc.nearest == -1).all() and np.isnan(sc.nearest_sim).all()
     assert np.allclose(sc.outlier, 1.0 - sc.own)
+
+
+def _from_gram(g: np.ndarray) -> np.ndarray:
+    """Unit embeddings whose cosines are exactly the (positive definite) matrix ``g``."""
+    ev, v = np.linalg.eigh(g)
+    return v * np.sqrt(ev)
+
+
+def test_outsider_is_ranked_first_by_the_tightness_term():
+    # a: 3 faces at cos 0.9 + an outsider o (cos 0.3 to them, 0.2 to every face of b, 0 to c);
+    # b: 3 faces at cos 0.9; c: 4 true faces of a loose identity (cos 0.5), cos 0.45 to b.
+    g = np.eye(11)
+    a, o, b, c = [0, 1, 2], [3], [4, 5, 6], [7, 8, 9, 10]
+    for rows, cols, v in ((a, a, 0.9), (a, o, 0.3), (b, b, 0.9), (c, c, 0.5), (o, b, 0.2), (c, b, 0.45)):
+        for i in rows:
+            for j in cols:
+                if i != j:
+                    g[i, j] = g[j, i] = v
+    sc = outlier_scores(_from_gram(g), np.ones(11), np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2]))
+    # weights q * agreement^2: o agrees 0.3 (w 0.09), a's faces (0.9 + 0.9 + 0.3) / 3 = 0.7 (w 0.49)
+    own_a = (2 * 0.49 * 0.9 + 0.09 * 0.3) / (2 * 0.49 + 0.09)
+    others_a = (0.49**2 * 0.9 + 2 * 0.49 * 0.09 * 0.3) / (0.49**2 + 2 * 0.49 * 0.09)
+    assert sc.own == pytest.approx([own_a] * 3 + [0.3] + [0.9] * 3 + [0.5] * 4, abs=1e-5)
+    assert sc.others == pytest.approx([others_a] * 3 + [0.9] * 4 + [0.5] * 4, abs=1e-5)
+    margin = sc.nearest_sim - sc.own  # o: 0.2 - 0.3 = -0.1; c's faces: 0.45 - 0.5 = -0.05
+    assert margin[3] == pytest.approx(-0.1, abs=1e-5) and margin[7:] == pytest.approx([-0.05] * 4, abs=1e-5)
+    # median leave-one-out spread of the 11 faces: others_a; o gains 0.25 (0.9 - others_a),
+    # the loose identity c loses 0.25 (others_a - 0.5): o is now first, in a and in the dataset
+    assert sc.outlier == pytest.approx(margin + TIGHTNESS_WEIGHT * (sc.others - others_a), abs=1e-5)
+    assert int(np.argmax(sc.outlier)) == 3 and int(np.argmax(margin)) in c
+
+
+def test_tightness_term_needs_two_other_faces():
+    # identities of 2: no spread without the face, the score is the plain margin
+    e = np.array([[1, 0, 0], [0.8, 0.6, 0], [0, 1, 0], [0, 0.8, 0.6]], float)
+    sc = outlier_scores(e, np.ones(4), np.array([0, 0, 1, 1]))
+    assert np.isnan(sc.others).all()
+    assert sc.outlier == pytest.approx(sc.nearest_sim - sc.own, abs=1e-6)

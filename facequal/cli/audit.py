@@ -21,7 +21,7 @@ def audit_cmd(
     by: Annotated[str, typer.Option("--by", help="Identity column, or 'parent' (the image's folder).")] = "identity",
     mislabel_threshold: Annotated[
         float, typer.Option("--mislabel-threshold", help="Flag identity_outlier above this (0: closer to "
-                            "another identity than to its own).")
+                            "another identity than to its own, adjusted for how tight its identity is).")
     ] = DEFAULT_MISLABEL_THRESHOLD,
     identities: Annotated[
         Path | None, typer.Option("--identities", help="Also write identity pairs likely to be one person (Parquet).")
