@@ -68,15 +68,10 @@ KINDS = ("exact", "q40", "half", "crop")
 
 
 def fold_people(pairs_tsv: Path, folds: range) -> set[str]:
-    """Names in the given folds of LFW View 2 pairs (header, then 10 folds of 600 rows)."""
-    names: set[str] = set()
-    for r, line in enumerate(pairs_tsv.read_text(encoding="utf-8").splitlines()[1:]):
-        f = line.split("\t")
-        if line.strip() and r // 600 + 1 in folds:
-            names.add(f[0])
-            if len(f) == 4:
-                names.add(f[2])
-    return names
+    """Names in the given folds of LFW View 2 pairs."""
+    from facequal.eval.pairs import people_of_folds, read_lfw_pairs
+
+    return people_of_folds(read_lfw_pairs(pairs_tsv), list(folds))
 
 
 def training_people(lfw: Path, pairs: Path, min_photos: int) -> dict[str, list[str]]:

@@ -39,15 +39,10 @@ COLUMNS = ("yaw", "pitch", "roll", "eye_distance", "sharpness", "brightness", "c
 
 
 def lfw_people(pairs_tsv: Path, folds: set[int]) -> set[str]:
-    """Names in the given folds of LFW View 2 (a header line, then 10 folds of 600 rows)."""
-    names: set[str] = set()
-    for r, line in enumerate(pairs_tsv.read_text(encoding="utf-8").splitlines()[1:]):
-        f = line.split("\t")
-        if line.strip() and r // 600 + 1 in folds:
-            names.add(f[0])
-            if len(f) == 4:
-                names.add(f[2])
-    return names
+    """Names in the given folds of LFW View 2 (the project's split: validation = folds 4-5)."""
+    from facequal.eval.pairs import people_of_folds, read_lfw_pairs
+
+    return people_of_folds(read_lfw_pairs(pairs_tsv), sorted(folds))
 
 
 def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
@@ -100,7 +95,10 @@ def degradations(photos: list[str]) -> dict[str, list[float]]:
     import facequal
 
     scorer = facequal.Scorer()
-    blur_ok = blur_n = dark_ok = dark_n = blur_lost = dark_lost = 0
+    # per series: faces where the measure falls strictly, faces counted, faces the detector lost
+    falls = {"blurred": 0, "dark": 0}
+    counted = {"blurred": 0, "dark": 0}
+    lost = {"blurred": 0, "dark": 0}
     roll_err: dict[int, list[float]] = {a: [] for a in ANGLES}
     yaw_move, pitch_move = [], []
     clean_cols: dict[str, list[float]] = {c: [] for c in COLUMNS}
@@ -116,26 +114,23 @@ def degradations(photos: list[str]) -> dict[str, list[float]]:
         for c in COLUMNS:
             if base[c] is not None:
                 clean_cols[c].append(float(base[c]))
-        blurred = [first_face(scorer, img.filter(ImageFilter.GaussianBlur(r))) if r else base for r in BLUR_RADII]
-        if blurred[-1] is not None:
-            labelled["blurred"].append(blurred[-1])
-        if any(b is None for b in blurred):
-            blur_lost += 1
-        else:
-            s = [b["sharpness"] for b in blurred]
-            blur_n += 1
-            blur_ok += all(b < a for a, b in zip(s, s[1:], strict=False))
         arr = np.asarray(img, np.float32)
-        dark = [first_face(scorer, Image.fromarray(np.round(arr * f).astype(np.uint8))) if f != 1 else base
-                for f in DARKEN]
-        if dark[-1] is not None:
-            labelled["dark"].append(dark[-1])
-        if any(d is None for d in dark):
-            dark_lost += 1
-        else:
-            v = [d["brightness"] for d in dark]
-            dark_n += 1
-            dark_ok += all(b < a for a, b in zip(v, v[1:], strict=False))
+        series = {
+            "blurred": [first_face(scorer, img.filter(ImageFilter.GaussianBlur(r))) if r else base
+                        for r in BLUR_RADII],
+            "dark": [first_face(scorer, Image.fromarray(np.round(arr * f).astype(np.uint8))) if f != 1 else base
+                     for f in DARKEN],
+        }
+        for name, column in (("blurred", "sharpness"), ("dark", "brightness")):
+            faces = series[name]
+            if faces[-1] is not None:
+                labelled[name].append(faces[-1])
+            if any(f is None for f in faces):
+                lost[name] += 1
+                continue
+            v = [f[column] for f in faces]
+            counted[name] += 1
+            falls[name] += all(b < a for a, b in zip(v, v[1:], strict=False))
         for a in ANGLES:
             # PIL turns counter-clockwise for positive angles: -a turns the face a degrees clockwise
             r = first_face(scorer, img.rotate(-a, resample=Image.Resampling.BICUBIC, expand=True,
@@ -149,10 +144,10 @@ def degradations(photos: list[str]) -> dict[str, list[float]]:
                 yaw_move.append(abs(r["yaw"] - base["yaw"]))
                 pitch_move.append(abs(r["pitch"] - base["pitch"]))
     print(f"\n## LFW validation photos: {len(photos)} photos")
-    print(f"blur radii {BLUR_RADII} px: sharpness falls strictly at every step for {blur_ok} of {blur_n} faces "
-          f"({blur_ok / max(blur_n, 1):.1%}); {blur_lost} faces lost by the detector at some radius")
-    print(f"darkening x{DARKEN}: brightness falls strictly at every step for {dark_ok} of {dark_n} faces "
-          f"({dark_ok / max(dark_n, 1):.1%}); {dark_lost} faces lost at some step")
+    for name, what in (("blurred", f"blur radii {BLUR_RADII} px: sharpness"),
+                       ("dark", f"darkening x{DARKEN}: brightness")):
+        print(f"{what} falls strictly at every step for {falls[name]} of {counted[name]} faces "
+              f"({falls[name] / max(counted[name], 1):.1%}); {lost[name]} faces lost by the detector at some step")
     allerr = np.concatenate([np.abs(v) for v in roll_err.values() if v])
     print(f"rotation by {ANGLES} degrees: median |roll error| {np.median(allerr):.2f} deg "
           f"(p90 {np.percentile(allerr, 90):.2f}) over {len(allerr)} rotated faces")

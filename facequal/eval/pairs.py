@@ -203,6 +203,16 @@ def parse_folds(spec: str) -> list[int]:
     return sorted(out)
 
 
+def people_of_folds(pairs: PairList, folds: Sequence[int]) -> set[str]:
+    """The identities named in the pairs of the given folds (LFW's protocol splits people by
+    fold: the test people are those of folds 6-10)."""
+    if pairs.identity_a is None or pairs.identity_b is None:
+        raise UserError(f"{pairs.source}: this pair list names no identities")
+    keep = np.isin(pairs.fold, list(folds))
+    return {n for n, k in zip(pairs.identity_a, keep, strict=True) if k} | \
+        {n for n, k in zip(pairs.identity_b, keep, strict=True) if k}
+
+
 def select_folds(pairs: PairList, folds: Sequence[int]) -> PairList:
     """Keep the pairs of the given folds."""
     have = pairs.folds

@@ -47,28 +47,35 @@ def folder_path(output: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(p)) if p.name in ("", ".", "..") else p
 
 
+def _foreign_in(folder: Path, rel: str, name_rule: re.Pattern[str], *, files: bool) -> str | None:
+    """The first entry of ``folder / rel`` that is not a report's own (None: all are, or there is
+    no such sub-folder): names matching ``name_rule``, regular files (``files``) or folders, never
+    links."""
+    sub = folder / rel
+    if not os.path.lexists(sub):
+        return None
+    if not stat.S_ISDIR(os.lstat(sub).st_mode):
+        return rel
+    for e in os.scandir(sub):
+        kind_ok = e.is_file(follow_symlinks=False) if files else e.is_dir(follow_symlinks=False)
+        if not (name_rule.fullmatch(e.name) and kind_ok):
+            return f"{rel}/{e.name}"
+    return None
+
+
 def _foreign_entry(folder: Path) -> str | None:
     """The first entry of a marked report folder that a report does not hold (None: all are)."""
     for name in sorted(os.listdir(folder)):
         if name not in TOP_ENTRIES:
             return name
-    sub = folder / PAGES
-    if os.path.lexists(sub):
-        if not stat.S_ISDIR(os.lstat(sub).st_mode):
-            return PAGES
-        for e in os.scandir(sub):
-            if not (_PAGE_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False)):
-                return f"{PAGES}/{e.name}"
-    sub = folder / THUMBS
-    if os.path.lexists(sub):
-        if not stat.S_ISDIR(os.lstat(sub).st_mode):
-            return THUMBS
-        for shard in os.scandir(sub):
-            if not (_SHARD_NAME.fullmatch(shard.name) and shard.is_dir(follow_symlinks=False)):
-                return f"{THUMBS}/{shard.name}"
-            for e in os.scandir(shard.path):
-                if not (_THUMB_NAME.fullmatch(e.name) and e.is_file(follow_symlinks=False)):
-                    return f"{THUMBS}/{shard.name}/{e.name}"
+    found = _foreign_in(folder, PAGES, _PAGE_NAME, files=True) or \
+        _foreign_in(folder, THUMBS, _SHARD_NAME, files=False)
+    if found or not os.path.isdir(folder / THUMBS):
+        return found
+    for shard in sorted(os.listdir(folder / THUMBS)):
+        found = _foreign_in(folder, f"{THUMBS}/{shard}", _THUMB_NAME, files=True)
+        if found:
+            return found
     return None
 
 
