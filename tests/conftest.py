@@ -60,3 +60,16 @@ def shared_or_skip(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} is absent (the ../shared data is only on development and CI machines)")
     return p
+
+
+@pytest.fixture(scope="module")
+def chrome():
+    """One headless Chromium for a test module (skips where it is not installed)."""
+    from test_report import Chrome, chromium_binary
+
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip("headless Chromium not found: apt-get install chromium (or set FACEQUAL_CHROMIUM)")
+    c = Chrome(binary)
+    yield c
+    c.close()

@@ -394,14 +394,7 @@ def tile_paths(chrome: Chrome) -> list[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def chrome():
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip("headless Chromium not found: apt-get install chromium (or set FACEQUAL_CHROMIUM)")
-    c = Chrome(binary)
-    yield c
-    c.close()
+# `chrome` (one headless Chromium per test module) is a fixture of conftest.py
 
 
 def test_browser_tiles_threshold_filter(chrome, faces_dir, tmp_path):

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
-from test_report import Chrome, chromium_binary, set_control  # noqa: E402  (tests/ is on sys.path)
+from test_report import Chrome, set_control  # noqa: E402  (tests/ is on sys.path)
 from typer.testing import CliRunner
 
 from facequal.curate.report import build_report
@@ -288,14 +288,7 @@ def test_cli_paged_report(crops, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # in headless Chromium
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def chrome():
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip("headless Chromium not found: apt-get install chromium (or set FACEQUAL_CHROMIUM)")
-    c = Chrome(binary)
-    yield c
-    c.close()
+# `chrome` (one headless Chromium per test module) is a fixture of conftest.py
 
 
 def fresh_open(chrome: Chrome, url: str) -> None:
