@@ -422,3 +422,33 @@ def test_tightness_term_needs_two_other_faces():
     sc = outlier_scores(e, np.ones(4), np.array([0, 0, 1, 1]))
     assert np.isnan(sc.others).all()
     assert sc.outlier == pytest.approx(sc.nearest_sim - sc.own, abs=1e-6)
+
+
+def test_large_jpegs_fingerprinted_reduced_keep_exact_meaning_full_size_pixels(tmp_path):
+    """JPEGs big enough for a reduced fingerprint decode: a byte copy and a PNG re-save of the
+    decoded pixels are exact duplicates (confirmed at full size), a re-encode is near, and a photo
+    that differs only in fine detail (the same at 1/4) is not an exact duplicate."""
+    from facequal.curate.phash import exact_key, fingerprint
+
+    base = _image(3).resize((320, 320), Image.Resampling.BICUBIC)
+    base.save(tmp_path / "a.jpg", quality=95)
+    (tmp_path / "copy.jpg").write_bytes((tmp_path / "a.jpg").read_bytes())
+    with Image.open(tmp_path / "a.jpg") as im:
+        im.convert("RGB").save(tmp_path / "resaved.png")
+    base.save(tmp_path / "q40.jpg", quality=40)
+    detail = np.asarray(base).copy()
+    detail[100:102, 100:102] ^= 1  # a few pixels off by one grey level: other full-size pixels
+    Image.fromarray(detail).save(tmp_path / "detail.png")
+    assert fingerprint(str(tmp_path / "a.jpg")).exact.startswith("reduced:")  # reduced decode
+    assert exact_key(str(tmp_path / "detail.png")) != exact_key(str(tmp_path / "resaved.png"))
+    names = ["a.jpg", "copy.jpg", "resaved.png", "q40.jpg", "detail.png"]
+    emb = np.tile(np.eye(4)[0], (len(names), 1)) + np.arange(len(names))[:, None] * 1e-3
+    st = pa.table({"path": names, "face_index": [0] * 5, "status": ["ok"] * 5, "quality": [0.9] * 5,
+                   "identity": ["x"] * 5})
+    et = pa.table({"path": names, "face_index": [0] * 5, "status": ["ok"] * 5,
+                   "embedding": [e.tolist() for e in emb]})
+    by = {r["path"]: r for r in audit(st, et, image_root=tmp_path).table.to_pylist()}
+    assert by["copy.jpg"]["duplicate_of"] == "a.jpg" and by["copy.jpg"]["duplicate_kind"] == "exact"
+    assert by["resaved.png"]["duplicate_of"] == "a.jpg" and by["resaved.png"]["duplicate_kind"] == "exact"
+    assert by["q40.jpg"]["duplicate_of"] == "a.jpg" and by["q40.jpg"]["duplicate_kind"] == "near"
+    assert by["detail.png"]["duplicate_kind"] != "exact"

@@ -482,6 +482,37 @@ def _embedding_neighbours(e: np.ndarray, codes: np.ndarray, k: int, min_cos: flo
     return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
 
 
+def _confirm_exact(exact: list[str | None], files: list[str], jobs: int) -> dict[int, str | None]:
+    """Replace, in place, the keys of reduced JPEG decodes that two or more images share with
+    their full-resolution pixel keys (:func:`facequal.curate.phash.exact_key`), so that "exact"
+    means the same full-size pixels; returns the full keys computed (image index -> key)."""
+    from collections import Counter
+
+    from facequal.curate.phash import exact_keys_many
+
+    shared = Counter(e for e in exact if e is not None and e.startswith("reduced:"))
+    need = [i for i, e in enumerate(exact) if e is not None and shared.get(e, 0) > 1]
+    keys = dict(zip(need, _in_workers(exact_keys_many, [files[i] for i in need], jobs, 64), strict=True))
+    for i in need:  # an image that fails to decode now matches nothing
+        exact[i] = keys[i] if keys[i] is not None else f"unconfirmed:{i}"
+    return keys
+
+
+def _exact_kinds(dups, exact: list[str | None], files: list[str], jobs: int,
+                 keys: dict[int, str | None]) -> None:
+    """Relabel as ``exact`` the near duplicates whose full-resolution pixels are the same (a PNG
+    re-save of a JPEG's pixels: the JPEG was fingerprinted from a reduced decode)."""
+    from facequal.curate.phash import exact_keys_many
+
+    pairs = [(i, int(dups.original[i])) for i in np.flatnonzero(dups.original >= 0) if dups.kind[i] == "near"]
+    pairs = [(i, j) for i, j in pairs if any((exact[k] or "").startswith("reduced:") for k in (i, j))]
+    need = sorted({k for pair in pairs for k in pair} - set(keys))
+    keys.update(zip(need, _in_workers(exact_keys_many, [files[k] for k in need], jobs, 64), strict=True))
+    for i, j in pairs:
+        if keys.get(i) is not None and keys.get(i) == keys.get(j):
+            dups.kind[i] = "exact"
+
+
 def _duplicate_columns(faces, codes: np.ndarray, lms: np.ndarray | None, image_root: str | Path | None,
                        jobs: int, messages: list[str]) -> tuple[list, list, list]:
     """duplicate_of / duplicate_kind / dup_group per joined face, from image fingerprints, with
@@ -500,6 +531,7 @@ def _duplicate_columns(faces, codes: np.ndarray, lms: np.ndarray | None, image_r
     if bad:
         messages.append(f"{bad} image(s) could not be decoded and were not checked for duplicates")
     exact = [f.exact if f is not None else None for f in fps]
+    full_keys = _confirm_exact(exact, files, jobs)
     phash = np.array([f.phash if f is not None else 0 for f in fps], np.uint64)
     thumbs = np.stack([f.thumb if f is not None else np.zeros(THUMB * THUMB, np.float32) for f in fps]) \
         if fps else np.zeros((0, THUMB * THUMB), np.float32)
@@ -527,6 +559,7 @@ def _duplicate_columns(faces, codes: np.ndarray, lms: np.ndarray | None, image_r
             return out
     dups = find_duplicates(exact, phash, thumbs, extra_pairs=face_image[nb] if len(nb) else None,
                            register=register)
+    _exact_kinds(dups, exact, files, jobs, full_keys)
     dup_of = [image_paths[int(dups.original[i])] if dups.original[i] >= 0 else None for i in face_image]
     kind = [dups.kind[i] for i in face_image]
     group = [int(dups.group[i]) if dups.group[i] >= 0 else None for i in face_image]

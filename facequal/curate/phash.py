@@ -10,9 +10,14 @@ pixels, a 64-bit DCT perceptual hash and a small normalised grey thumbnail for t
   the dot product of two thumbs is their pixel correlation (the stricter check that tells
   consecutive frames of a video apart from re-encoded copies).
 
-Every image is decoded at full resolution once (the exact hash needs every pixel; JPEG draft
-mode would give other pixels than a PNG copy of the same image). Functions take a file-system
-path and never raise for a bad image: they return None.
+A JPEG is decoded at the largest DCT reduction that keeps both sides at least
+:data:`DECODE_SIDE` (1/4 for a 250 x 250 photo), enough for the hash and the thumbnail; other
+images are decoded at full size and box-reduced by the same factor before hashing, which is what
+the DCT reduction computes, so a PNG copy of a JPEG hashes like it. The ``exact`` key of a
+reduced decode is only a candidate key: files sharing it are decoded again at full size and
+compared by :func:`exact_key` (:func:`facequal.curate.audit.audit` does this), so "exact" still
+means the same full-resolution pixels. Functions take a file-system path and never raise for a
+bad image: they return None.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from PIL import Image
 
 HASH_SIDE = 32
 THUMB = 16
+# JPEGs are decoded at the largest DCT reduction keeping both sides at least this: 1/4 for a
+# 250 x 250 photo (63 x 63). At 1/8 (28) they were 12% faster but found 2 fewer of 51 light crops on LFW.
+DECODE_SIDE = 56
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,7 @@ def phash_of(grey: np.ndarray) -> int:
     coef = d @ grey.astype(np.float64) @ d.T
     low = coef[:8, :8].reshape(-1)[1:]  # 63 coefficients: the constant term says only brightness
     bits = low > np.median(low)
-    value = 0
-    for b in bits:
-        value = (value << 1) | int(b)
-    return value
+    return int.from_bytes(np.packbits(np.r_[False, bits]).tobytes(), "big")  # the same 63 bits, first highest
 
 
 def thumb_of(grey_image: Image.Image) -> np.ndarray:
@@ -67,26 +72,59 @@ def thumb_of(grey_image: Image.Image) -> np.ndarray:
     return t / n if n > 1e-6 else np.zeros_like(t)
 
 
-def fingerprint_image(rgb: Image.Image) -> Fingerprint:
-    """The fingerprint of a decoded RGB image."""
+def reduction(width: int, height: int) -> int:
+    """The DCT reduction (8, 4, 2 or 1) a JPEG of this size is decoded at for its fingerprint:
+    the largest keeping both sides at least :data:`DECODE_SIDE` (Pillow's draft rule)."""
+    scale = min(width, height) // DECODE_SIDE
+    return next(s for s in (8, 4, 2, 1) if scale >= s or s == 1)
+
+
+def fingerprint_image(rgb: Image.Image, reduce: int = 1) -> Fingerprint:
+    """The fingerprint of a decoded RGB image (``exact``: the SHA-1 of these pixels). ``reduce``:
+    hash and thumbnail from the image box-reduced by that factor, which is what a JPEG's DCT
+    reduction computes (8 x 8 block means at 1/8), so that a PNG copy of a JPEG gets the hash
+    and thumbnail of the JPEG's reduced decode."""
     arr = np.asarray(rgb)
     h = hashlib.sha1(repr(arr.shape).encode())
     h.update(np.ascontiguousarray(arr).tobytes())
-    grey = rgb.convert("L")
+    grey = (rgb.reduce(reduce) if reduce > 1 else rgb).convert("L")
     small = np.asarray(grey.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX), np.float32)
     return Fingerprint(exact=h.hexdigest(), phash=phash_of(small), thumb=thumb_of(grey))
 
 
 def fingerprint(path: str) -> Fingerprint | None:
     """The fingerprint of the image file at ``path`` (a file-system path), None when it cannot be
-    decoded."""
+    decoded. A JPEG is decoded at a reduced scale (see the module's docstring): its ``exact`` key
+    then names the reduced pixels and the full size, a candidate for :func:`exact_key`."""
     from facequal.pipeline.decode import DecodeError, open_image
 
     try:
-        rgb = open_image(path, max_side=None).image
+        dec = open_image(path, max_side=None, min_side=DECODE_SIDE)
     except (DecodeError, OSError):
         return None
-    return fingerprint_image(rgb)
+    # a full-size decode (PNG, a small JPEG) is hashed as a JPEG of its size would be
+    fp = fingerprint_image(dec.image, reduction(dec.image.width, dec.image.height) if dec.scale >= 1.0 else 1)
+    if dec.scale < 1.0:  # the key of a reduced decode must never equal a full-size one
+        fp = Fingerprint(exact=f"reduced:{dec.width}x{dec.height}:{fp.exact}", phash=fp.phash, thumb=fp.thumb)
+    return fp
+
+
+def exact_key(path: str) -> str | None:
+    """SHA-1 of the image's pixels at full resolution and their shape (None: not decodable)."""
+    from facequal.pipeline.decode import DecodeError, open_image
+
+    try:
+        arr = np.asarray(open_image(path, max_side=None).image)
+    except (DecodeError, OSError):
+        return None
+    h = hashlib.sha1(repr(arr.shape).encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def exact_keys_many(paths: list[str]) -> list[str | None]:
+    """:func:`exact_key` of each path (one job of a worker process)."""
+    return [exact_key(p) for p in paths]
 
 
 def fingerprint_many(paths: list[str]) -> list[Fingerprint | None]:

@@ -185,7 +185,8 @@ def _check_png_crcs(fh: IO[bytes]) -> None:
 
 
 def open_image(path: str | Path, *, max_pixels: int = MAX_PIXELS,
-               max_side: int | None = MAX_SIDE, draft_side: int | None = None) -> Decoded:
+               max_side: int | None = MAX_SIDE, draft_side: int | None = None,
+               min_side: int | None = None) -> Decoded:
     """Decode ``path`` to RGB, or raise :class:`DecodeError` with a status and a message.
 
     ``max_pixels`` bounds the declared size (checked before any pixel is decoded). JPEGs whose
@@ -194,6 +195,8 @@ def open_image(path: str | Path, *, max_pixels: int = MAX_PIXELS,
     more: a JPEG at least twice that long is decoded at the largest reduction keeping its longer
     side at least ``draft_side`` (a 12-megapixel photo at 1/4 for a 640-pixel detector: a
     quarter of the decoding time). The caller decodes again at full size when it needs to.
+    ``min_side`` asks for the smallest decode a fingerprint needs: a JPEG is decoded at the largest
+    reduction that keeps both sides at least ``min_side``.
 
     Only regular files are read (a FIFO or a device is ``unreadable``), only the formats of
     :data:`DECODE_FORMATS` are decoded, PNG chunk checksums are verified, and whatever a decoder
@@ -225,7 +228,10 @@ def open_image(path: str | Path, *, max_pixels: int = MAX_PIXELS,
                     fh.seek(pos)
                 scale = 1.0
                 side = None
-                if im.format in ("JPEG", "MPO"):
+                if im.format in ("JPEG", "MPO") and min_side and min(w0, h0) >= 2 * min_side:
+                    im.draft("RGB", (min_side, min_side))  # both sides stay >= min_side
+                    scale = im.size[0] / w0
+                elif im.format in ("JPEG", "MPO"):
                     if draft_side and max(w0, h0) >= 2 * draft_side:
                         side = min(draft_side, max_side) if max_side else draft_side
                     elif max_side and max(w0, h0) > max_side:
