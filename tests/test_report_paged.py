@@ -423,3 +423,48 @@ def test_grouped_paged_report_keeps_groups_whole(crops, tmp_path):
         assert [r["g0"], r["g1"]] == [groups[0], groups[-1]] and page["gorder"] == "name"
         seen += list(dict.fromkeys(groups))
     assert seen == ["person_0", "person_1", "person_2", "person_3"]  # by name, each on one page only
+
+
+def test_a_file_dropped_into_the_old_report_during_the_build_is_not_deleted(crops, tmp_path, monkeypatch):
+    import facequal.curate.report.folder as fo
+
+    t = diag_table(crops)
+    out = tmp_path / "rep"
+    build_report(t, f"{out}/", title="first")
+    real = fo.check_report_folder
+    calls = []
+
+    def then_a_user_writes(*a, **k):  # after the last check (at the swap), before the old report goes
+        res = real(*a, **k)
+        calls.append(1)
+        if len(calls) == 2:
+            (out / "pages" / "my-notes.txt").write_text("keep me")
+        return res
+
+    monkeypatch.setattr(fo, "check_report_folder", then_a_user_writes)
+    res = build_report(t, f"{out}/", overwrite=True, title="second")
+    assert "second" in (out / "index.html").read_text()
+    kept = [p for p in tmp_path.rglob("my-notes.txt")]
+    assert len(kept) == 1 and kept[0].read_text() == "keep me"
+    assert kept[0].parent.parent != out  # in the old report, set aside, not mixed into the new one
+    assert len(calls) == 2 and any("not deleted" in n for n in res.notes)
+    # of the old report only facequal's own files went: the aside folder holds just the user's file
+    assert sorted(p.name for p in kept[0].parent.parent.rglob("*")) == ["my-notes.txt", "pages"]
+
+
+def test_a_failed_swap_puts_the_old_report_back(crops, tmp_path, monkeypatch):
+    t = diag_table(crops)
+    out = tmp_path / "rep"
+    build_report(t, f"{out}/", title="first")
+    real = os.replace
+
+    def refuse_the_swap(src, dst, *a, **k):
+        if os.fspath(dst) == os.fspath(out):
+            raise OSError(5, "Input/output error")
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", refuse_the_swap)
+    with pytest.raises(UserError, match="unchanged"):
+        build_report(t, f"{out}/", overwrite=True, title="second")
+    assert "first" in (out / "index.html").read_text() and (out / MARKER).is_file()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # neither the build nor the old one

@@ -143,13 +143,58 @@ def new_build_folder(out: Path) -> Path:
 
 
 def discard_build_folder(tmp: Path) -> None:
-    """Remove a temp build folder this run made (after a failure)."""
+    """Remove a temp build folder this run made (after a failure): created exclusively by
+    :func:`new_build_folder` under a random name, it holds nothing but this run's files."""
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def swap_into_place(tmp: Path, out: Path, shown: str, overwrite: bool) -> None:
+def _remove_if(path: Path, name_rule: re.Pattern[str] | None, *, folder: bool) -> None:
+    """Remove ``path`` when it is what a report writes there: a regular file whose name matches
+    ``name_rule`` or an empty real folder (``folder``); anything else is left alone."""
+    try:
+        mode = os.lstat(path).st_mode
+        if folder and stat.S_ISDIR(mode):
+            os.rmdir(path)  # only when empty: whatever we did not remove keeps it
+        elif not folder and stat.S_ISREG(mode) and (name_rule is None or name_rule.fullmatch(path.name)):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def remove_old_report(folder: Path) -> str | None:
+    """Delete an old report folder entry by entry, only the files a report writes (marker, index,
+    ``pages/NNNNN.html``, ``thumbs/NNNN/NNNNNNN.webp``) and then its emptied folders. Anything
+    else (a file dropped in after the checks) stays, with the folder holding it; returns that
+    folder's path when something stayed, else None."""
+    thumbs = folder / THUMBS
+    if stat.S_ISDIR(_lmode(thumbs)):
+        for shard in os.scandir(thumbs):
+            if _SHARD_NAME.fullmatch(shard.name) and shard.is_dir(follow_symlinks=False):
+                for e in os.scandir(shard.path):
+                    _remove_if(Path(e.path), _THUMB_NAME, folder=False)
+                _remove_if(Path(shard.path), None, folder=True)
+    if stat.S_ISDIR(_lmode(folder / PAGES)):
+        for e in os.scandir(folder / PAGES):
+            _remove_if(Path(e.path), _PAGE_NAME, folder=False)
+    for sub in (THUMBS, PAGES):
+        _remove_if(folder / sub, None, folder=True)
+    for name in (INDEX, MARKER):
+        _remove_if(folder / name, None, folder=False)
+    _remove_if(folder, None, folder=True)
+    return str(folder) if os.path.lexists(folder) else None
+
+
+def _lmode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0
+
+
+def swap_into_place(tmp: Path, out: Path, shown: str, overwrite: bool) -> str | None:
     """Rename the finished ``tmp`` onto ``out``. An old report there (checked again: it must
-    still be facequal's) is first renamed aside and deleted once the new one is in place."""
+    still be facequal's) is first renamed aside and removed entry by entry once the new one is in
+    place (:func:`remove_old_report`); returns a note when something not a report's stayed."""
     try:
         aside = None
         if os.path.lexists(out):
@@ -163,4 +208,8 @@ def swap_into_place(tmp: Path, out: Path, shown: str, overwrite: bool) -> None:
             os.rename(aside, out)  # put the old report back
         raise UserError(os_error_message(e, shown) + " (any earlier report there is unchanged)") from None
     if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)  # facequal's own report, checked above
+        left = remove_old_report(aside)
+        if left is not None:
+            return (f"the earlier report was set aside as {left}: files that facequal did not write appeared "
+                    "in it during the build, so it was not deleted")
+    return None

@@ -218,7 +218,9 @@ def write_paged(table: pa.Table, out: Path, *, shown: str, src_name: str, group:
         _write_text(tmp / INDEX, render_html(index, name))
         size = _folder_bytes(tmp)
         n_files = len(pages) + n_thumbs + 2  # pages, thumbnails, the index and the marker
-        swap_into_place(tmp, out, shown, overwrite)
+        left = swap_into_place(tmp, out, shown, overwrite)
+        if left is not None:
+            notes.append(left)
     except OSError as e:
         discard_build_folder(tmp)
         raise UserError(os_error_message(e, shown) + " (any earlier report there is unchanged)") from None
