@@ -76,6 +76,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from facequal.eval.metrics import ranking_auc  # noqa: E402  (Mann-Whitney, ties half; also cs.ranking_auc)
+
 Op = tuple[str, dict[str, float]]
 
 # name -> operations applied in order (see the module docstring).
@@ -198,26 +200,6 @@ def clean_reference_targets(emb: np.ndarray, person: Sequence[str], source: Sequ
             valid[r] = True
             reference[r] = ref
     return target, valid, reference
-
-
-def ranking_auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Mann-Whitney AUC: P(score of a positive > score of a negative), ties counted half (nan if
-    one class is empty)."""
-    score = np.asarray(score, dtype=np.float64).reshape(-1)
-    label = np.asarray(label).reshape(-1).astype(bool)
-    n_pos, n_neg = int(label.sum()), int((~label).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    s = score[order]
-    ranks = np.empty(s.size)
-    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
-    ends = np.concatenate([starts[1:], [s.size]])
-    for a, b in zip(starts, ends, strict=True):
-        ranks[a:b] = (a + b + 1) / 2.0  # mean of 1-based ranks a+1 .. b
-    r = np.empty(s.size)
-    r[order] = ranks
-    return float((r[label].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def min_removal(pred: np.ndarray, target: np.ndarray, threshold: float) -> dict[str, float]:

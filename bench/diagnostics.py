@@ -45,19 +45,6 @@ def lfw_people(pairs_tsv: Path, folds: set[int]) -> set[str]:
     return people_of_folds(read_lfw_pairs(pairs_tsv), sorted(folds))
 
 
-def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Probability that a positive outscores a negative (ties count half)."""
-    order = np.argsort(score, kind="stable")
-    s = score[order]
-    ranks = np.empty(len(s))
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    ends = np.r_[starts[1:], len(s)]
-    for a, b in zip(starts, ends, strict=True):  # tied scores share their mean rank
-        ranks[order[a:b]] = (a + b + 1) / 2
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def percentiles(x: np.ndarray, ps: Sequence[float] = (5, 25, 50, 75, 95)) -> str:
     return " ".join(f"p{p:g} {v:7.1f}" for p, v in zip(ps, np.percentile(x, ps), strict=True))
 
@@ -69,6 +56,7 @@ def first_face(scorer, img: Image.Image) -> dict | None:
 
 def cfp_pose(data: Path) -> None:
     import facequal
+    from facequal.eval.metrics import ranking_auc
 
     with open(data / "cfp" / "identities.tsv", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f, delimiter="\t") if r["split"] in ("4", "5")]
@@ -82,7 +70,7 @@ def cfp_pose(data: Path) -> None:
     print(f"\n## CFP validation (splits 4-5): {len(paths)} photos, {int(pose.sum())} profile; "
           f"no face found in {int((~found & pose).sum())} profile and {int((~found & ~pose).sum())} frontal")
     y, p = yaw[found], pose[found]
-    print(f"abs(yaw) profile vs frontal: ROC AUC {roc_auc(np.abs(y), p):.4f}")
+    print(f"abs(yaw) profile vs frontal: ROC AUC {ranking_auc(np.abs(y), p):.4f}")
     for name, sel in (("frontal", ~p), ("profile", p)):
         print(f"  {name:8s} yaw      {percentiles(y[sel])}")
         print(f"  {name:8s} abs(yaw) {percentiles(np.abs(y[sel]))}")

@@ -362,3 +362,18 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.nd
         return nan, nan.copy()
     lo, hi = np.percentile(samples, [50 * (1 - level), 50 * (1 + level)], axis=-1)
     return lo, hi
+
+
+def ranking_auc(score: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for the 0/1 ``positive``: the probability that a
+    positive outscores a negative (Mann-Whitney), ties counted half; NaN if a class is empty."""
+    score = np.asarray(score, dtype=np.float64).reshape(-1)
+    positive = np.asarray(positive).reshape(-1).astype(bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(score, kind="mergesort")
+    _, start, counts = np.unique(score[order], return_index=True, return_counts=True)
+    ranks = np.empty(score.size)
+    ranks[order] = np.repeat(start + (counts - 1) / 2.0 + 1.0, counts)  # tied scores share their mean rank
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from facequal.contract import Contract
+from facequal.eval.metrics import ranking_auc as pair_auc  # the validation pairs' ROC AUC
 from facequal.train import calibrate as cal
 from facequal.train import labels as lab
 from facequal.train import losses
@@ -161,23 +162,6 @@ def predict_logits(student: torch.nn.Module, crops: np.ndarray, contract: Contra
     finally:
         student.train(was)
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
-
-
-def pair_auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve of ``score`` for the 0/1 ``positive`` (Mann-Whitney, ties halved)."""
-    score = np.asarray(score, dtype=np.float64)
-    positive = np.asarray(positive, dtype=bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(score.size)
-    s_sorted = score[order]
-    # average ranks over ties
-    uniq, start, counts = np.unique(s_sorted, return_index=True, return_counts=True)
-    avg = start + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def pair_metrics(z: np.ndarray, cache: TrainingCache, rows: np.ndarray,
