@@ -44,6 +44,7 @@ MIN_REG_CORR = 0.92    # registered crops: 5th percentile ~0.94; other photos of
 MIN_OVERLAP = 0.7      # share of the first image the warped second one must cover
 REG_MAX_HAMMING = 20   # hash candidates worth a registered check (5 % crops: up to ~20 bits)
 BANDS = 4
+REG_CACHE = 8  # decoded images kept by registered_many (full-size grey: ~12 MB for 12 MP)
 MAX_BUCKET = 256  # a bucket larger than this (flat or blank images) is checked in windows
 
 
@@ -143,18 +144,27 @@ RegItem = tuple[str, "np.ndarray", str, "np.ndarray"]  # (path a, landmarks a, p
 
 def registered_many(items: list[RegItem]) -> list[float]:
     """:func:`registered_correlation` of each pair of image files (file-system paths); NaN for a
-    pair whose images cannot be decoded. Each image is decoded once per call (one worker job)."""
+    pair whose images cannot be decoded. The caller sorts the pairs by their first image, so a
+    few recently decoded images are kept (:data:`REG_CACHE`): memory stays bounded even for
+    chunks of large photos, and an image met again in a row is not decoded again."""
+    from collections import OrderedDict
+
     from facequal.pipeline.decode import DecodeError, open_image
 
-    cache: dict[str, Image.Image | None] = {}
+    cache: OrderedDict[str, Image.Image | None] = OrderedDict()
 
     def grey(path: str) -> Image.Image | None:
-        if path not in cache:
-            try:
-                cache[path] = open_image(path, max_side=None).image.convert("L")
-            except (DecodeError, OSError):
-                cache[path] = None
-        return cache[path]
+        if path in cache:
+            cache.move_to_end(path)
+            return cache[path]
+        try:
+            im = open_image(path, max_side=None).image.convert("L")
+        except (DecodeError, OSError):
+            im = None
+        cache[path] = im
+        if len(cache) > REG_CACHE:
+            cache.popitem(last=False)
+        return im
 
     out = []
     for pa_, la, pb, lb in items:
