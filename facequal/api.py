@@ -19,20 +19,11 @@ import pyarrow as pa
 from facequal import __version__, schema
 from facequal.models.zoo import DEFAULT_EMBEDDING_MODEL, ModelSpec, resolve_model
 from facequal.options import (
-    BACKEND,
     BACKENDS,
     BATCH_SIZE,
-    CHUNK_SIZE,
-    DET_SIZE,
-    DET_THRESHOLD,
-    DEVICE,
     EMBED_BATCH_SIZE,
-    FACES,
-    MAX_PIXELS,
-    MIN_FACE,
-    PAD,
-    THREADS,
     RunOptions,
+    run_keywords,
 )
 from facequal.pipeline.run import WorkerConfig, prepare_crop_folder, rows_to_table, run_chunks
 from facequal.pipeline.sources import ImageRef, Sources, collect, fs_path_of, in_shard, parse_shard
@@ -292,52 +283,30 @@ _RUN_DOC = """
 """
 
 
+@run_keywords(leave_out=("flip_tta",), batch_size=BATCH_SIZE)
 def score(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLike[str] | None = None, *,
-          model: str | None = None, contract: str | None = None, faces: str = FACES,
-          det_size: int = DET_SIZE, det_threshold: float = DET_THRESHOLD, min_face: float = MIN_FACE,
-          pad: float = PAD, aligned: bool = False, max_pixels: int | None = MAX_PIXELS,
-          path_column: str = "path", identity_from: str | None = None, shard: str | None = None,
-          batch_size: int = BATCH_SIZE, jobs: int | None = None, threads: int = THREADS,
-          device: str = DEVICE, save_crops: str | os.PathLike[str] | None = None,
-          from_scores: str | os.PathLike[str] | None = None, backend: str = BACKEND,
-          scheduler: str | None = None, overwrite: bool = False, resume: bool = False,
-          progress: Any = None, chunk_size: int = CHUNK_SIZE) -> pa.Table:
+          overwrite: bool = False, resume: bool = False, progress: Any = None, **options: Any) -> pa.Table:
     """Detect, align and score every face in ``inputs`` (files, folders, manifests); returns the
     score table, one row per face (and per image without one), as ``facequal score`` writes it.
     With ``output`` the table is also written to that Parquet file (or dataset directory).
     """
-    opts = RunOptions.pick(locals())  # every keyword above that is a run option
-    return Job(inputs, task="quality", options=opts).run(output, overwrite=overwrite, resume=resume,
-                                                          progress=progress)
+    job = Job(inputs, task="quality", options=RunOptions(**options))
+    return job.run(output, overwrite=overwrite, resume=resume, progress=progress)
 
 
-def iter_score(inputs: Sequence[str | os.PathLike[str]] = (), *,
-               model: str | None = None, contract: str | None = None, faces: str = FACES,
-               det_size: int = DET_SIZE, det_threshold: float = DET_THRESHOLD, min_face: float = MIN_FACE,
-               pad: float = PAD, aligned: bool = False, max_pixels: int | None = MAX_PIXELS,
-               path_column: str = "path", identity_from: str | None = None, shard: str | None = None,
-               batch_size: int = BATCH_SIZE, jobs: int | None = None, threads: int = THREADS,
-               device: str = DEVICE, save_crops: str | os.PathLike[str] | None = None,
-               from_scores: str | os.PathLike[str] | None = None, backend: str = BACKEND,
-               scheduler: str | None = None, progress: Any = None,
-               chunk_size: int = CHUNK_SIZE) -> Iterator[pa.Table]:
+@run_keywords(leave_out=("flip_tta",), batch_size=BATCH_SIZE)
+def iter_score(inputs: Sequence[str | os.PathLike[str]] = (), *, progress: Any = None,
+               **options: Any) -> Iterator[pa.Table]:
     """Streaming form of :func:`score` (same keywords, no output): yields tables of rows as
     chunks finish, in input order. The options are checked on the first ``next()``."""
-    job = Job(inputs, task="quality", options=RunOptions.pick(locals()))
+    job = Job(inputs, task="quality", options=RunOptions(**options))
     for t in job.iter_tables(progress=progress):
         yield t.drop_columns([ORDINAL])
 
 
+@run_keywords(batch_size=EMBED_BATCH_SIZE)
 def embed(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLike[str] | None = None, *,
-          model: str | None = None, contract: str | None = None, faces: str = FACES,
-          det_size: int = DET_SIZE, det_threshold: float = DET_THRESHOLD, min_face: float = MIN_FACE,
-          pad: float = PAD, aligned: bool = False, max_pixels: int | None = MAX_PIXELS,
-          path_column: str = "path", identity_from: str | None = None, shard: str | None = None,
-          batch_size: int = EMBED_BATCH_SIZE, jobs: int | None = None, threads: int = THREADS,
-          device: str = DEVICE, save_crops: str | os.PathLike[str] | None = None,
-          from_scores: str | os.PathLike[str] | None = None, backend: str = BACKEND,
-          scheduler: str | None = None, flip_tta: bool | None = None, overwrite: bool = False,
-          resume: bool = False, progress: Any = None, chunk_size: int = CHUNK_SIZE) -> pa.Table:
+          overwrite: bool = False, resume: bool = False, progress: Any = None, **options: Any) -> pa.Table:
     """Face embeddings (L2-normalised, with the raw norm) for every face in ``inputs``; returns
     the table ``facequal embed`` writes.
 
@@ -346,9 +315,8 @@ def embed(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLi
     ``flip_tta`` averages each face's embedding with that of its mirror image (default: on for
     the dlib recogniser, off for other models).
     """
-    opts = RunOptions.pick(locals())
-    return Job(inputs, task="embedding", options=opts).run(output, overwrite=overwrite, resume=resume,
-                                                            progress=progress)
+    job = Job(inputs, task="embedding", options=RunOptions(**options))
+    return job.run(output, overwrite=overwrite, resume=resume, progress=progress)
 
 
 score.__doc__ += _RUN_DOC

@@ -87,18 +87,10 @@ class Contract:
         for key in ("name", "input_name", "output_name"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise bad(f"{key} must be a non-empty string, not {_shown(getattr(self, key))}")
-        if self.task not in TASKS:
-            raise bad(f"task must be one of {TASKS}, not {self.task!r}")
-        if self.output not in OUTPUTS:
-            raise bad(f"output must be one of {OUTPUTS}, not {self.output!r}")
-        if self.layout not in LAYOUTS:
-            raise bad(f"layout must be one of {LAYOUTS}, not {self.layout!r}")
-        if self.color not in COLORS:
-            raise bad(f"color must be one of {COLORS}, not {self.color!r}")
-        if self.landmarks not in LANDMARK_SETS:
-            raise bad(f"landmarks must be one of {LANDMARK_SETS}, not {self.landmarks!r}")
-        if self.resize not in RESIZE_FILTERS:
-            raise bad(f"resize must be one of {RESIZE_FILTERS}, not {self.resize!r}")
+        for key, choices in (("task", TASKS), ("output", OUTPUTS), ("layout", LAYOUTS), ("color", COLORS),
+                             ("landmarks", LANDMARK_SETS), ("resize", RESIZE_FILTERS)):
+            if getattr(self, key) not in choices:
+                raise bad(f"{key} must be one of {choices}, not {getattr(self, key)!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
             raise bad("mean and std need three values, std non-zero")
         if not all(_finite(v) for v in (*self.mean, *self.std)):

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from facequal.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # ---------------------------------------------------------------------------------------------
 # Defaults of `score` / `embed` (and of the API, the detector and the training cache builder)
@@ -219,3 +222,53 @@ class RunOptions(FaceOptions):
 
         face = {f.name: getattr(self, f.name) for f in fields(FaceOptions)}
         return FaceOptions(**{**face, "max_pixels": self.max_pixels or MAX_PIXELS})
+
+
+# Fields that are neither a keyword of the API verbs nor a flag: the reduced-scale JPEG bound.
+INTERNAL_FIELDS = frozenset({"max_side"})
+
+
+def run_keywords(*, leave_out: Collection[str] = (), **defaults: Any) -> Callable[[F], F]:
+    """Give a verb written as ``def verb(inputs, ..., *, overwrite=..., **options)`` the explicit
+    signature of a plain function: its own positional parameters, then every :class:`RunOptions`
+    field as a keyword-only parameter with its default (``defaults`` override some, ``leave_out``
+    drops some), then its own keyword-only ones.
+
+    The fields are declared once, here, instead of in each verb: ``help()``, ``inspect.signature``
+    and IPython list every keyword with its default and type, and an unknown keyword is a
+    ``TypeError`` naming it, as for any function.
+    """
+    import functools
+    import inspect
+    from dataclasses import MISSING, fields
+    from typing import get_type_hints
+
+    hints = get_type_hints(RunOptions)
+    keywords = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+                                  default=defaults.get(f.name, f.default))
+                for f in fields(RunOptions)
+                if f.name not in INTERNAL_FIELDS and f.name not in leave_out and f.default is not MISSING]
+    unknown = set(defaults) - {p.name for p in keywords}
+    if unknown:
+        raise TypeError(f"run_keywords: not run options: {sorted(unknown)}")
+
+    def decorate(fn: F) -> F:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
+               if p.kind is not p.VAR_KEYWORD]
+        positional = [p for p in own if p.kind is not p.KEYWORD_ONLY]
+        signature = inspect.signature(fn).replace(
+            parameters=[*positional, *keywords, *(p for p in own if p.kind is p.KEYWORD_ONLY)])
+
+        @functools.wraps(fn)
+        def verb(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as e:  # as Python words it for a plain function: "score() got ..."
+                raise TypeError(f"{fn.__name__}() {e}") from None
+            bound.apply_defaults()
+            return fn(**bound.arguments)
+
+        verb.__signature__ = signature  # type: ignore[attr-defined]
+        return verb  # type: ignore[return-value]
+
+    return decorate

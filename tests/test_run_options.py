@@ -53,3 +53,39 @@ def test_options_are_checked_by_the_api_with_the_parameter_named(face_folder, ti
     with pytest.raises(ValueError) as e:
         facequal.api.Job([face_folder], model=str(tiny_model), options=RunOptions(det_size=-1))
     assert e.value.param == "det_size"
+
+
+def test_api_defaults_are_the_run_options_defaults_and_unknown_keywords_are_refused():
+    from dataclasses import MISSING
+
+    defaults = {f.name: f.default for f in fields(RunOptions) if f.default is not MISSING}
+    for fn, batch in ((facequal.score, BATCH_SIZE), (facequal.iter_score, BATCH_SIZE),
+                      (facequal.embed, EMBED_BATCH_SIZE)):
+        params = inspect.signature(fn).parameters
+        assert params["batch_size"].default == batch, fn.__name__
+        for name, p in params.items():
+            if name in defaults and name != "batch_size":
+                assert p.default == defaults[name], (fn.__name__, name)
+    with pytest.raises(TypeError, match=r"score\(\) got an unexpected keyword argument 'detsize'"):
+        facequal.score(["x"], detsize=320)
+    with pytest.raises(TypeError, match="flip_tta"):  # an embedding option is not a scoring keyword
+        facequal.score(["x"], flip_tta=True)
+
+
+def test_cli_commands_share_the_flag_declarations_with_their_own_defaults():
+    from typer.testing import CliRunner
+
+    from facequal.cli import app
+
+    runner = CliRunner()
+    shown = {}
+    for cmd in ("score", "embed"):
+        r = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+        assert r.exit_code == 0, r.output
+        shown[cmd] = r.output
+        for flag in ("--from-scores", "--det-size", "--faces", "--shard", "--backend", "--resume", "--quiet"):
+            assert flag in r.output, (cmd, flag)
+    batch = [line for line in shown["embed"].splitlines() if "--batch-size" in line]
+    assert batch and f"[default: {EMBED_BATCH_SIZE}]" in " ".join(batch)
+    assert "--save-crops" in shown["score"] and "--save-crops" not in shown["embed"]
+    assert "--flip-tta" in shown["embed"] and "--flip-tta" not in shown["score"]

@@ -19,26 +19,21 @@ def audit_cmd(
     embeddings: Annotated[Path, typer.Option("--embeddings", help="Embeddings file (vector per face).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Audited Parquet file to write.")],
     by: Annotated[str, typer.Option("--by", help="Identity column, or 'parent' (the image's folder).")] = "identity",
-    mislabel_threshold: Annotated[
-        float, typer.Option("--mislabel-threshold", help="Flag identity_outlier above this (0: closer to "
-                            "another identity than to its own, adjusted for how tight its identity is).")
-    ] = DEFAULT_MISLABEL_THRESHOLD,
-    identities: Annotated[
-        Path | None, typer.Option("--identities", help="Also write identity pairs likely to be one person (Parquet).")
-    ] = None,
-    identity_threshold: Annotated[
-        float, typer.Option("--identity-threshold", help="Same-person score of the pairs written (about 1: one "
-                            "person in two folders).")
-    ] = DEFAULT_IDENTITY_THRESHOLD,
-    report: Annotated[
-        Path | None, typer.Option("--report", help="Also write an HTML page of the audit (suspects first).")
-    ] = None,
+    mislabel_threshold: Annotated[float, typer.Option(
+        "--mislabel-threshold", help="Flag identity_outlier above this (0: closer to another identity than to "
+        "its own, adjusted for how tight its identity is).")] = DEFAULT_MISLABEL_THRESHOLD,
+    identities: Annotated[Path | None, typer.Option(
+        "--identities", help="Also write identity pairs likely to be one person (Parquet).")] = None,
+    identity_threshold: Annotated[float, typer.Option(
+        "--identity-threshold", help="Same-person score of the pairs written (about 1: one person in two "
+        "folders).")] = DEFAULT_IDENTITY_THRESHOLD,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Also write an HTML page of the audit (suspects first).")] = None,
     no_duplicates: Annotated[bool, typer.Option("--no-duplicates", help="Skip the duplicate search.")] = False,
     root: Annotated[Path | None, typer.Option("--root", help="Folder the image paths are relative to.")] = None,
     embedding_column: Annotated[str, typer.Option("--embedding-column", help="Column of the vectors.")] = "embedding",
-    drop_invalid: Annotated[
-        bool, typer.Option("--drop-invalid", help="Leave out unmatched faces and bad vectors (instead of stopping).")
-    ] = False,
+    drop_invalid: Annotated[bool, typer.Option(
+        "--drop-invalid", help="Leave out unmatched faces and bad vectors (instead of stopping).")] = False,
     jobs: Annotated[int, typer.Option("-j", "--jobs", help="Worker processes for decoding images.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:

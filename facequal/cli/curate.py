@@ -22,29 +22,15 @@ def filter_cmd(
     min_q: Annotated[float | None, typer.Option("--min", help="Keep faces with quality >= this.")] = None,
     max_q: Annotated[float | None, typer.Option("--max", help="Keep faces with quality <= this.")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Keep the K best faces.")] = None,
-    keep_fraction: Annotated[
-        float | None,
-        typer.Option(
-            "--keep-fraction", help="Keep the best fraction (0-1) of the faces left by the other criteria."
-        ),
-    ] = None,
-    per_group: Annotated[
-        int | None,
-        typer.Option("--per-group", help="Keep the N best faces of each group (needs --group)."),
-    ] = None,
-    group: Annotated[
-        str | None, typer.Option("--group", help="Column defining groups, e.g. identity.")
-    ] = None,
-    status: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--status", help="Keep rows with this status (repeatable): ok, no_face, unreadable, ..."
-        ),
-    ] = None,
-    min_face: Annotated[
-        float | None,
-        typer.Option("--min-face", help="Keep faces whose box's shorter side is at least this many pixels."),
-    ] = None,
+    keep_fraction: Annotated[float | None, typer.Option(
+        "--keep-fraction", help="Keep the best fraction (0-1) of the faces left by the other criteria.")] = None,
+    per_group: Annotated[int | None, typer.Option(
+        "--per-group", help="Keep the N best faces of each group (needs --group).")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Column defining groups, e.g. identity.")] = None,
+    status: Annotated[list[str] | None, typer.Option(
+        "--status", help="Keep rows with this status (repeatable): ok, no_face, unreadable, ...")] = None,
+    min_face: Annotated[float | None, typer.Option(
+        "--min-face", help="Keep faces whose box's shorter side is at least this many pixels.")] = None,
     where: Annotated[
         str | None,
         typer.Option("--where", help="Keep rows where this holds, e.g. \"abs(yaw) <= 45 and eye_distance >= 40\" "
@@ -59,32 +45,16 @@ def filter_cmd(
         ),
     ] = None,
     null: Annotated[bool, typer.Option("-0", "--null", help="Separate listed paths with NUL bytes.")] = False,
-    to: Annotated[
-        Path | None,
-        typer.Option(
-            "--to", help="Put copies / links of the kept images in this directory (relative paths kept)."
-        ),
-    ] = None,
+    to: Annotated[Path | None, typer.Option(
+        "--to", help="Put copies / links of the kept images in this directory (relative paths kept).")] = None,
     mode: Annotated[str, typer.Option("--mode", help="copy, symlink or hardlink (with --to).")] = "copy",
-    root: Annotated[
-        str | None,
-        typer.Option("--root", help="Paths under --to are relative to this (default: the common parent)."),
-    ] = None,
-    base: Annotated[
-        Path | None,
-        typer.Option(
-            "--base", help="Directory that relative paths in the score file are relative to (default: cwd)."
-        ),
-    ] = None,
-    rejected: Annotated[
-        bool,
-        typer.Option(
-            "--rejected", help="Write the rejected side instead (rows not kept; images with no kept face)."
-        ),
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print what would happen, write nothing.")
-    ] = False,
+    root: Annotated[str | None, typer.Option(
+        "--root", help="Paths under --to are relative to this (default: the common parent).")] = None,
+    base: Annotated[Path | None, typer.Option(
+        "--base", help="Directory that relative paths in the score file are relative to (default: cwd).")] = None,
+    rejected: Annotated[bool, typer.Option(
+        "--rejected", help="Write the rejected side instead (rows not kept; images with no kept face).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would happen, write nothing.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
     """Select faces by quality, status, face size or any column (--where); write rows, a path list, or
@@ -192,39 +162,21 @@ def report_cmd(
             help="The HTML file to write (report.html), or a folder ending in / for a paged report of every face.",
         ),
     ],
-    group: Annotated[
-        str | None,
-        typer.Option("--group", help="Column to group by, one block per value (e.g. identity)."),
-    ] = None,
-    order: Annotated[
-        str, typer.Option("--order", help="asc: lowest quality first; desc: highest first.")
-    ] = "asc",
-    max_faces: Annotated[
-        int,
-        typer.Option(
-            "--max-faces", help="Above this many faces the tiles are an even sample across the quality range."
-        ),
-    ] = 30_000,
-    link: Annotated[
-        bool, typer.Option("--link", help="Point tiles at crop_path files instead of embedding.")
-    ] = False,
+    group: Annotated[str | None, typer.Option(
+        "--group", help="Column to group by, one block per value (e.g. identity).")] = None,
+    order: Annotated[str, typer.Option("--order", help="asc: lowest quality first; desc: highest first.")] = "asc",
+    max_faces: Annotated[int, typer.Option(
+        "--max-faces", help="Above this many faces the tiles are an even sample across the quality range.")] = 30_000,
+    link: Annotated[bool, typer.Option("--link", help="Point tiles at crop_path files instead of embedding.")] = False,
     thumb_size: Annotated[int, typer.Option("--thumb-size", help="Thumbnail side in pixels.")] = 80,
     fmt: Annotated[str, typer.Option("--format", help="Embedded thumbnail format: webp or jpeg.")] = "webp",
-    base: Annotated[
-        Path | None,
-        typer.Option(
-            "--base", help="Directory that relative paths in the score file are relative to (default: cwd)."
-        ),
-    ] = None,
+    base: Annotated[Path | None, typer.Option(
+        "--base", help="Directory that relative paths in the score file are relative to (default: cwd).")] = None,
     title: Annotated[str | None, typer.Option("--title", help="Page title.")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Initial threshold of the page.")] = 0.5,
-    jobs: Annotated[
-        int, typer.Option("-j", "--jobs", help="Processes making thumbnails (0: all cores).")
-    ] = 0,
+    jobs: Annotated[int, typer.Option("-j", "--jobs", help="Processes making thumbnails (0: all cores).")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
-    page_size: Annotated[
-        int, typer.Option("--page-size", help="Tiles per page of a paged report (-o DIR/).")
-    ] = 2000,
+    page_size: Annotated[int, typer.Option("--page-size", help="Tiles per page of a paged report (-o DIR/).")] = 2000,
 ) -> None:
     """Write an HTML contact sheet of the faces, ranked by quality: one self-contained file, or a
     paged folder (-o DIR/) for big datasets."""
@@ -269,10 +221,8 @@ def pool_cmd(
     method: Annotated[str, typer.Option("--method", help="mean, quality, softmax or topk.")] = "quality",
     tau: Annotated[float, typer.Option("--tau", help="Softmax temperature (method softmax).")] = 0.1,
     k: Annotated[int, typer.Option("--k", help="Faces averaged by method topk.")] = 3,
-    min_quality: Annotated[
-        float | None,
-        typer.Option("--min-quality", help="Discard faces below this quality before pooling."),
-    ] = None,
+    min_quality: Annotated[float | None, typer.Option(
+        "--min-quality", help="Discard faces below this quality before pooling.")] = None,
     if_empty: Annotated[
         str,
         typer.Option(
@@ -280,9 +230,7 @@ def pool_cmd(
             help="Groups with no face left by --min-quality: drop, best (keep the best face), error.",
         ),
     ] = "drop",
-    embedding_column: Annotated[
-        str, typer.Option("--embedding-column", help="Column of the vectors.")
-    ] = "embedding",
+    embedding_column: Annotated[str, typer.Option("--embedding-column", help="Column of the vectors.")] = "embedding",
     drop_invalid: Annotated[
         bool,
         typer.Option(

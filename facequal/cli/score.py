@@ -67,6 +67,20 @@ def check_found_inputs(job, inputs: list[Path] | None, *, resume: bool, from_sco
     raise UserError(why + f" (image files end in {', '.join(sorted(IMAGE_EXTENSIONS))})")
 
 
+def run_command(task: str, flags: dict, *, label: str):
+    """What `score` and `embed` do with their flags (named as RunOptions' fields, one mapping
+    for the CLI and the API): make the job, check that inputs were found, run it; returns it."""
+    from facequal.api import Job
+    from facequal.options import RunOptions
+
+    inputs, resume = flags["inputs"], bool(flags["resume"])
+    job = Job([str(p) for p in inputs or []], task=task, options=RunOptions.pick(flags))
+    check_found_inputs(job, inputs, resume=resume, from_scores=flags["from_scores"])
+    run_job(job, flags["output"], overwrite=bool(flags["overwrite"]), resume=resume, quiet=bool(flags["quiet"]),
+            label=label)
+    return job
+
+
 def run_job(job, output: str, *, overwrite: bool, resume: bool, quiet: bool, label: str) -> None:
     """Run ``job`` into ``output`` with a progress bar, then print the summary (unless quiet).
 
@@ -99,44 +113,19 @@ def count_bad(summary) -> int:
 
 @app.command("score")
 @handles_errors
+@o.run_flags(after="model", batch_size=options.BATCH_SIZE)
 def score_cmd(
-    inputs: o.Inputs = None,
-    output: o.Output = ...,
-    from_scores: Path = typer.Option(None, "--from-scores", help="Score exactly the faces of a scores file."),
     model: o.Model = None,
-    contract: o.Contract = None,
-    faces: o.Faces = options.FACES,
-    det_size: o.DetSize = options.DET_SIZE,
-    det_threshold: o.DetThreshold = options.DET_THRESHOLD,
-    min_face: o.MinFace = options.MIN_FACE,
-    pad: o.Pad = options.PAD,
     aligned: bool = typer.Option(False, "--aligned", help="Inputs are already-aligned crops: skip detection."),
     # The default is explicit, so --max-pixels 0 is refused, not taken for the default.
     max_pixels: int = typer.Option(options.MAX_PIXELS, "--max-pixels",
                                    help="Images with more pixels get the status too_large (>= 1)."),
-    path_column: o.PathColumn = "path",
-    identity_from: o.IdentityFrom = None,
-    shard: o.Shard = None,
-    batch_size: o.BatchSize = options.BATCH_SIZE,
-    jobs: o.Jobs = 0,
-    threads: o.Threads = options.THREADS,
-    device: o.Device = options.DEVICE,
-    backend: o.Backend = options.BACKEND,
-    scheduler: o.Scheduler = None,
     save_crops: Path = typer.Option(None, "--save-crops", help="Write the aligned crops (PNG) here."),
-    overwrite: o.Overwrite = False,
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run / add new inputs."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if any input could not be read."),
-    quiet: o.Quiet = False,
+    **flags: object,
 ) -> None:
     """Detect, align and score every face; write one row per face (and per faceless image)."""
-    from facequal.api import Job
-    from facequal.options import RunOptions
-
-    # The flags are named as RunOptions' fields: one mapping for the CLI and the API.
-    job = Job([str(p) for p in inputs or []], task="quality", options=RunOptions.pick(locals()))
-    check_found_inputs(job, inputs, resume=resume, from_scores=from_scores)
-    run_job(job, output, overwrite=overwrite, resume=resume, quiet=quiet, label="scoring")
+    job = run_command("quality", {**locals(), **flags}, label="scoring")
     bad = count_bad(job.summary)
     if strict and bad:
         say(f"facequal: --strict: {bad} input(s) could not be processed")

@@ -23,6 +23,7 @@ three-valued logic; ``yaw is null`` asks for those rows).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -153,23 +154,28 @@ class _Parser:
             raise self.unexpected("'and', 'or' or the end of the expression")
         return node
 
-    def expr(self) -> _Node:
-        node = self.and_expr()
-        while (t := self.take("or")) is not None:
-            node = _Binary(t.pos, "or", node, self.and_expr())
+    def binary(self, operand: Callable[[], _Node], *ops: str) -> _Node:
+        """A left-associative chain ``operand (op operand)*`` of one precedence level."""
+        node = operand()
+        while (t := self.take(*ops)) is not None:
+            node = _Binary(t.pos, t.value, node, operand())
         return node
+
+    def expr(self) -> _Node:
+        return self.binary(self.and_expr, "or")
 
     def and_expr(self) -> _Node:
-        node = self.not_expr()
-        while (t := self.take("and")) is not None:
-            node = _Binary(t.pos, "and", node, self.not_expr())
-        return node
+        return self.binary(self.not_expr, "and")
+
+    def prefix(self, op: str, operand: Callable[[], _Node]) -> _Node:
+        """``op* operand``: a prefix operator, repeatable (``not not x``, ``--x``)."""
+        t = self.take(op)
+        if t is not None:
+            return _Unary(t.pos, op, self.prefix(op, operand))
+        return operand()
 
     def not_expr(self) -> _Node:
-        t = self.take("not")
-        if t is not None:
-            return _Unary(t.pos, "not", self.not_expr())
-        return self.test()
+        return self.prefix("not", self.test)
 
     def test(self) -> _Node:
         left = self.sum()
@@ -187,22 +193,13 @@ class _Parser:
         return left if node is None else node
 
     def sum(self) -> _Node:
-        node = self.product()
-        while (t := self.take("+", "-")) is not None:
-            node = _Binary(t.pos, t.value, node, self.product())
-        return node
+        return self.binary(self.product, "+", "-")
 
     def product(self) -> _Node:
-        node = self.unary()
-        while (t := self.take("*", "/")) is not None:
-            node = _Binary(t.pos, t.value, node, self.unary())
-        return node
+        return self.binary(self.unary, "*", "/")
 
     def unary(self) -> _Node:
-        t = self.take("-")
-        if t is not None:
-            return _Unary(t.pos, "-", self.unary())
-        return self.atom()
+        return self.prefix("-", self.atom)
 
     def atom(self) -> _Node:
         t = self.peek()
