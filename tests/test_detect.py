@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from facequal.pipeline.detect import (
@@ -144,3 +145,33 @@ def test_same_sized_images_get_a_fixed_size_session_with_identical_faces(astrona
     assert built == [(256, 256)]
     specialised.detect(Image.fromarray(astronaut).resize((300, 200)))   # another size: general session
     assert built == [(256, 256)]
+
+
+def _greedy_nms(boxes, scores, iou):
+    """Textbook greedy NMS, one box at a time: what nms must return on every input."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])  # sorted() is stable
+    keep = []
+    for i in order:
+        ok = True
+        for j in keep:
+            w = max(0.0, min(boxes[i][2], boxes[j][2]) - max(boxes[i][0], boxes[j][0]))
+            h = max(0.0, min(boxes[i][3], boxes[j][3]) - max(boxes[i][1], boxes[j][1]))
+            inter = w * h
+            union = ((boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1])
+                     + (boxes[j][2] - boxes[j][0]) * (boxes[j][3] - boxes[j][1]) - inter)
+            if union > 0 and inter / union > iou:
+                ok = False
+                break
+        if ok:
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("n", [1, 30, 255, 600])  # both the all-at-once and the row-by-row forms
+def test_nms_keeps_what_greedy_suppression_keeps(n):
+    rng = np.random.default_rng(n)
+    centre = rng.uniform(0, 200, (n, 2))
+    size = rng.uniform(5, 60, (n, 2))
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+    scores = np.round(rng.uniform(0, 1, n), 2)  # ties: the earlier box first
+    assert nms(boxes, scores, 0.4).tolist() == _greedy_nms(boxes.tolist(), scores.tolist(), 0.4)

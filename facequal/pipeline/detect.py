@@ -24,6 +24,8 @@ MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 NMS_IOU = 0.4
 # The network's feature pyramid needs sides that are multiples of its largest stride.
 _ALIGN = 32
+# Candidates up to which NMS computes all overlaps at once (a 256 x 256 matrix: 0.5 MB).
+_NMS_MATRIX_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -88,22 +90,40 @@ def decode_landmarks(pre: np.ndarray, prior: np.ndarray) -> np.ndarray:
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, highest score first.
 
-    Ties in score keep the earlier index first (stable), so the result is deterministic.
+    Ties in score keep the earlier index first (stable), so the result is deterministic. Up to
+    :data:`_NMS_MATRIX_MAX` candidates (a photo's usual few dozen) the overlaps are computed once
+    as a matrix, which is cheaper than a numpy pass per kept face; beyond that (a very low
+    ``--det-threshold``) one row at a time, so memory stays linear.
     """
     order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes.T
+    x1, y1, x2, y2 = boxes[order].T
     area = np.maximum(0, x2 - x1) * np.maximum(0, y2 - y1)
-    keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
+
+    def overlaps(i: int | slice, rest: np.ndarray | slice) -> np.ndarray:
+        """IoU of box(es) ``i`` (rows) with boxes ``rest`` (columns), in sorted order."""
         w = np.maximum(0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
         h = np.maximum(0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
         inter = w * h
         union = area[i] + area[rest] - inter
-        ov = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-        order = rest[ov <= iou]
+        return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+    n = len(order)
+    keep: list[int] = []
+    if n <= _NMS_MATRIX_MAX:
+        col = np.s_[None, :]
+        suppress = overlaps(np.s_[:, None], col) > iou  # type: ignore[arg-type]
+        dropped = np.zeros(n, dtype=bool)
+        for i in range(n):
+            if not dropped[i]:
+                keep.append(int(order[i]))
+                dropped |= suppress[i]
+        return np.asarray(keep, dtype=np.int64)
+    rest = np.arange(n)
+    while rest.size:
+        i = int(rest[0])
+        keep.append(int(order[i]))
+        rest = rest[1:]
+        rest = rest[overlaps(i, rest) <= iou]
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -125,6 +145,15 @@ def preprocess(rgb: np.ndarray) -> tuple[np.ndarray, int, int]:
     return x, hp, wp
 
 
+@lru_cache(maxsize=32)
+def pixel_priors(height: int, width: int) -> np.ndarray:
+    """:func:`priors` in pixels of the padded input (float64): the decoding is linear in the
+    priors' scale, so boxes and landmarks decoded from these come out in pixels directly."""
+    p = priors(height, width).astype(np.float64) * np.array([width, height, width, height], dtype=np.float64)
+    p.setflags(write=False)
+    return p
+
+
 def postprocess(loc: np.ndarray, conf: np.ndarray, landm: np.ndarray, height: int, width: int,
                 threshold: float) -> list[Face]:
     """One image's raw outputs ([P,4], [P,2], [P,10]) at padded size (height, width) -> faces."""
@@ -132,10 +161,9 @@ def postprocess(loc: np.ndarray, conf: np.ndarray, landm: np.ndarray, height: in
     idx = np.nonzero(scores >= threshold)[0]
     if idx.size == 0:
         return []
-    prior = priors(height, width)[idx]
-    scale = np.array([width, height], dtype=np.float64)
-    boxes = decode_boxes(loc[idx].astype(np.float64), prior.astype(np.float64)) * np.tile(scale, 2)
-    lms = decode_landmarks(landm[idx].astype(np.float64), prior.astype(np.float64)) * scale
+    prior = pixel_priors(height, width)[idx]
+    boxes = decode_boxes(loc[idx].astype(np.float64), prior)
+    lms = decode_landmarks(landm[idx].astype(np.float64), prior)
     kept_scores = scores[idx]
     keep = nms(boxes, kept_scores.astype(np.float64))
     return [Face(box=boxes[k], score=float(kept_scores[k]), landmarks=lms[k]) for k in keep]
