@@ -6,7 +6,14 @@ The API mirrors the command line; heavy imports happen on first use, so that
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on first use
+    from facequal.api import Job as Job
+    from facequal.api import audit, calibrate, embed, evaluate, filter, iter_score, pool, report, score
+    from facequal.pipeline.scorer import Embedder, Scorer
+
+    __version__: str
 
 __all__ = ["__version__", "score", "iter_score", "embed", "filter", "report", "pool", "evaluate", "calibrate",
            "audit", "Scorer", "Embedder"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,12 +22,17 @@ from facequal.options import (
     BACKENDS,
     BATCH_SIZE,
     EMBED_BATCH_SIZE,
+    EmbedKeywords,
+    RunKeywords,
     RunOptions,
     run_keywords,
 )
 from facequal.pipeline.run import WorkerConfig, prepare_crop_folder, rows_to_table, run_chunks
 from facequal.pipeline.sources import ImageRef, Sources, collect, fs_path_of, in_shard, parse_shard
 from facequal.pipeline.store import ORDINAL, RunStore, RunSummary, done_keys
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11; only type checkers read it
 
 
 def default_jobs() -> int:
@@ -285,7 +290,8 @@ _RUN_DOC = """
 
 @run_keywords(leave_out=("flip_tta",), batch_size=BATCH_SIZE)
 def score(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLike[str] | None = None, *,
-          overwrite: bool = False, resume: bool = False, progress: Any = None, **options: Any) -> pa.Table:
+          overwrite: bool = False, resume: bool = False, progress: Any = None,
+          **options: Unpack[RunKeywords]) -> pa.Table:
     """Detect, align and score every face in ``inputs`` (files, folders, manifests); returns the
     score table, one row per face (and per image without one), as ``facequal score`` writes it.
     With ``output`` the table is also written to that Parquet file (or dataset directory).
@@ -296,7 +302,7 @@ def score(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLi
 
 @run_keywords(leave_out=("flip_tta",), batch_size=BATCH_SIZE)
 def iter_score(inputs: Sequence[str | os.PathLike[str]] = (), *, progress: Any = None,
-               **options: Any) -> Iterator[pa.Table]:
+               **options: Unpack[RunKeywords]) -> Iterator[pa.Table]:
     """Streaming form of :func:`score` (same keywords, no output): yields tables of rows as
     chunks finish, in input order. The options are checked on the first ``next()``."""
     job = Job(inputs, task="quality", options=RunOptions(**options))
@@ -306,7 +312,8 @@ def iter_score(inputs: Sequence[str | os.PathLike[str]] = (), *, progress: Any =
 
 @run_keywords(batch_size=EMBED_BATCH_SIZE)
 def embed(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLike[str] | None = None, *,
-          overwrite: bool = False, resume: bool = False, progress: Any = None, **options: Any) -> pa.Table:
+          overwrite: bool = False, resume: bool = False, progress: Any = None,
+          **options: Unpack[EmbedKeywords]) -> pa.Table:
     """Face embeddings (L2-normalised, with the raw norm) for every face in ``inputs``; returns
     the table ``facequal embed`` writes.
 

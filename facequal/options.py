@@ -18,7 +18,7 @@ import math
 import numbers
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from facequal.errors import UserError
 
@@ -227,9 +227,48 @@ class RunOptions(FaceOptions):
 # Fields that are neither a keyword of the API verbs nor a flag: the reduced-scale JPEG bound.
 INTERNAL_FIELDS = frozenset({"max_side"})
 
+if TYPE_CHECKING:
+    from os import PathLike
+
+
+class RunKeywords(TypedDict, total=False):
+    """The run options as keywords, for static type checkers and editors: the verbs declare
+    ``**options: Unpack[RunKeywords]``, while :func:`run_keywords` gives them the same keywords,
+    with their defaults, at run time. Every :class:`RunOptions` field but the internal ones and
+    ``flip_tta`` (:class:`EmbedKeywords`);
+    ``tests/test_run_options.py`` keeps the two in step."""
+
+    faces: str
+    det_size: int
+    det_threshold: float
+    min_face: float
+    pad: float
+    aligned: bool
+    max_pixels: int | None
+    model: str | PathLike[str] | None
+    contract: str | PathLike[str] | None
+    path_column: str
+    identity_from: str | None
+    shard: str | None
+    batch_size: int | None
+    jobs: int | None
+    threads: int
+    device: str
+    save_crops: str | PathLike[str] | None
+    from_scores: str | PathLike[str] | None
+    backend: str
+    scheduler: str | None
+    chunk_size: int
+
+
+class EmbedKeywords(RunKeywords, total=False):
+    """:class:`RunKeywords` and the embedding-only ``flip_tta``."""
+
+    flip_tta: bool | None
+
 
 def run_keywords(*, leave_out: Collection[str] = (), **defaults: Any) -> Callable[[F], F]:
-    """Give a verb written as ``def verb(inputs, ..., *, overwrite=..., **options)`` the explicit
+    """Give a verb written as ``def verb(inputs, ..., *, overwrite=..., **options: Unpack[RunKeywords])`` the explicit
     signature of a plain function: its own positional parameters, then every :class:`RunOptions`
     field as a keyword-only parameter with its default (``defaults`` override some, ``leave_out``
     drops some), then its own keyword-only ones.
@@ -253,8 +292,7 @@ def run_keywords(*, leave_out: Collection[str] = (), **defaults: Any) -> Callabl
         raise TypeError(f"run_keywords: not run options: {sorted(unknown)}")
 
     def decorate(fn: F) -> F:
-        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
-               if p.kind is not p.VAR_KEYWORD]
+        own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
         positional = [p for p in own if p.kind is not p.KEYWORD_ONLY]
         signature = inspect.signature(fn).replace(
             parameters=[*positional, *keywords, *(p for p in own if p.kind is p.KEYWORD_ONLY)])

@@ -89,3 +89,14 @@ def test_cli_commands_share_the_flag_declarations_with_their_own_defaults():
     assert batch and f"[default: {EMBED_BATCH_SIZE}]" in " ".join(batch)
     assert "--save-crops" in shown["score"] and "--save-crops" not in shown["embed"]
     assert "--flip-tta" in shown["embed"] and "--flip-tta" not in shown["score"]
+
+
+def test_the_typed_keywords_are_the_run_options():
+    """What type checkers see (``**options: Unpack[RunKeywords]``) is what the verbs take."""
+    from facequal.options import INTERNAL_FIELDS, EmbedKeywords, RunKeywords
+
+    names = {f.name for f in fields(RunOptions)} - INTERNAL_FIELDS
+    assert set(EmbedKeywords.__annotations__) | set(RunKeywords.__annotations__) == names
+    assert set(RunKeywords.__annotations__) == names - ONLY_EMBED
+    assert set(inspect.signature(facequal.score).parameters) >= set(RunKeywords.__annotations__)
+    assert set(inspect.signature(facequal.embed).parameters) >= names
