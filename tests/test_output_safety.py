@@ -510,3 +510,14 @@ def test_resume_onto_an_output_of_a_build_without_the_diagnostics_is_refused_and
     msg = _one_line_error(_score(tiny_model, more, "-o", out, "--resume"))
     assert "without eye_distance, yaw" in msg and "--overwrite" in msg
     assert out.read_bytes() == data and not _work_folders(tmp_path)
+
+
+def test_an_existing_output_is_one_line_that_says_what_to_do(tmp_path, tiny_model):
+    """Not a disk error: the run never started, so no 'the run stopped ... --resume to go on'."""
+    crops = _crops(tmp_path / "in", ["a.png"])
+    out = tmp_path / "s.parquet"
+    assert _score(tiny_model, crops, "-o", out).exit_code == 0
+    before = out.read_bytes()
+    msg = _one_line_error(_score(tiny_model, crops, "-o", out))
+    assert "exists; pass --overwrite to replace it or --resume" in msg
+    assert "stopped" not in msg and out.read_bytes() == before

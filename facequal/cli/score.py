@@ -95,6 +95,8 @@ def run_job(job, output: str, *, overwrite: bool, resume: bool, quiet: bool, lab
     progress = RunProgress(quiet=quiet, label=label)
     try:
         job.run(output, overwrite=overwrite, resume=resume, progress=progress, collect=False)
+    except UserError:  # OutputExistsError is a FileExistsError too: its own message, not a disk error's
+        raise
     except OSError as e:
         raise UserError(f"{os_error_message(e, e.filename or output)}; the run stopped, and {output} is as it "
                         "was before it (rerun with --resume to go on)") from None
