@@ -23,7 +23,9 @@ def test_scoring_imports_neither_cv2_nor_torch(tmp_path, face_folder, tiny_model
 
 def test_a_one_image_cli_run_loads_only_what_scoring_needs(tmp_path, face_folder, tiny_model):
     """The cold start of `facequal score one.jpg`: no pyarrow.compute (about 50 ms of imports), no
-    report / evaluation / pooling code, and only the Pillow plugins of the formats facequal decodes."""
+    pydantic (typer 0.29 builds a validator per parameter with it: 0.1-0.25 s; pyproject keeps
+    typer below 0.29), no report / evaluation / pooling code, and only the Pillow plugins of the
+    formats facequal decodes."""
     image = face_folder / "a" / "astronaut.jpg"
     code = (
         "import sys\n"
@@ -31,7 +33,7 @@ def test_a_one_image_cli_run_loads_only_what_scoring_needs(tmp_path, face_folder
         f"sys.argv = ['facequal', 'score', {str(image)!r}, '-o', {str(tmp_path / 'one.parquet')!r},"
         f" '--model', {str(tiny_model)!r}, '-q']\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "heavy = ('pyarrow.compute', 'facequal.curate.pool', 'facequal.curate.report.build',\n"
+        "heavy = ('pyarrow.compute', 'pydantic', 'facequal.curate.pool', 'facequal.curate.report.build',\n"
         "         'facequal.eval.evaluate', 'facequal.eval.calibrate', 'PIL.EpsImagePlugin', 'PIL.PsdImagePlugin')\n"
         "print('IMPORTED', sorted(m for m in heavy if m in sys.modules))\n"
     )

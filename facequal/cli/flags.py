@@ -91,11 +91,14 @@ def run_flags(*, after: str, batch_size: int) -> Callable[[F], F]:
 
 
 def _no_bool_placeholder() -> None:
-    """Flags (``--overwrite``, ``--help``) take no value: ``--help`` shows no ``<bool>`` after them."""
+    """Flags (``--overwrite``, ``--help``) take no value: ``--help`` shows no ``<bool>`` after them.
+
+    Only typer versions that have the hook (0.29) print the placeholder; older ones show none.
+    """
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
-    if getattr(shown, "_facequal", False):
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_facequal", False):
         return
 
     def display_type_rich(self, ctx):
