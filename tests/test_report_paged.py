@@ -468,3 +468,27 @@ def test_a_failed_swap_puts_the_old_report_back(crops, tmp_path, monkeypatch):
         build_report(t, f"{out}/", overwrite=True, title="second")
     assert "first" in (out / "index.html").read_text() and (out / MARKER).is_file()
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # neither the build nor the old one
+
+
+def test_remove_old_report_deletes_only_report_files_never_links_or_other_names(tmp_path):
+    """The only os.unlink of the paged report: regular files with the names a report writes."""
+    from facequal.curate.report.folder import INDEX, MARKER, remove_old_report
+
+    outside = tmp_path / "thesis.tex"
+    outside.write_text("years of work")
+    rep = tmp_path / "rep"
+    (rep / "pages").mkdir(parents=True)
+    (rep / "thumbs" / "0000").mkdir(parents=True)
+    for p in (rep / INDEX, rep / MARKER, rep / "pages" / "00001.html", rep / "thumbs" / "0000" / "0000001.webp"):
+        p.write_text("facequal's")
+    (rep / "pages" / "00002.html").symlink_to(outside)           # a page name, but a link
+    (rep / "thumbs" / "0000" / "0000002.webp").mkdir()           # a thumb name, but a folder
+    (rep / "thumbs" / "0000" / "notes.txt").write_text("mine")   # not a report name
+    (rep / "thumbs" / "mine").mkdir()                            # not a shard name
+    left = remove_old_report(rep)
+    assert left == str(rep)
+    assert outside.read_text() == "years of work"
+    assert sorted(str(p.relative_to(rep)) for p in rep.rglob("*")) == [
+        "pages", "pages/00002.html", "thumbs", "thumbs/0000", "thumbs/0000/0000002.webp",
+        "thumbs/0000/notes.txt", "thumbs/mine"]
+    assert (rep / "pages" / "00002.html").is_symlink()
