@@ -99,8 +99,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> np.ndarr
     x1, y1, x2, y2 = boxes[order].T
     area = np.maximum(0, x2 - x1) * np.maximum(0, y2 - y1)
 
-    def overlaps(i: int | slice, rest: np.ndarray | slice) -> np.ndarray:
-        """IoU of box(es) ``i`` (rows) with boxes ``rest`` (columns), in sorted order."""
+    def overlaps(i: int | np.ndarray, rest: np.ndarray) -> np.ndarray:
+        """IoU of box(es) ``i`` with boxes ``rest`` (positions in sorted order; they broadcast)."""
         w = np.maximum(0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
         h = np.maximum(0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
         inter = w * h
@@ -110,8 +110,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> np.ndarr
     n = len(order)
     keep: list[int] = []
     if n <= _NMS_MATRIX_MAX:
-        col = np.s_[None, :]
-        suppress = overlaps(np.s_[:, None], col) > iou  # type: ignore[arg-type]
+        pos = np.arange(n)
+        suppress = overlaps(pos[:, None], pos[None, :]) > iou
         dropped = np.zeros(n, dtype=bool)
         for i in range(n):
             if not dropped[i]:
