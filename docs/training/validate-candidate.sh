@@ -1,9 +1,12 @@
+# Validation protocols of a candidate quality model against the bundled dm025 and the authors' dm100
+# (validation people only, the bundled model's faces): bash docs/training/validate-candidate.sh MODEL TAG
+# e.g. MODEL=runs/dm025-v4/lightqnet-dm025.onnx TAG=v4. Run from a folder (here /tmp/val) holding the score and embedding files that docs/training/validation.md makes.
 set -e
 cd /tmp/val
 FQ=/work/main/.venv/bin/facequal
 PY=/work/main/.venv/bin/python
-M=${1:-/work/main/runs/dm025-v4/lightqnet-dm025.onnx}
-TAG=${2:-v4}
+M=${1:?model}
+TAG=${2:?tag}
 for s in lfw cfp; do
   $FQ score --from-scores $s-bundled.parquet --model $M -o $s-$TAG.parquet -q --overwrite
 done
