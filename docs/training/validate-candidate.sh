@@ -1,17 +1,24 @@
-# Validation protocols of a candidate quality model against the bundled dm025 and the authors' dm100
-# (validation people only, the bundled model's faces): bash docs/training/validate-candidate.sh MODEL TAG
-# e.g. MODEL=runs/dm025-v4/lightqnet-dm025.onnx TAG=v4. Run from a folder (here /tmp/val) holding the score and embedding files that docs/training/validation.md makes.
-set -e
-cd /tmp/val
-FQ=/work/main/.venv/bin/facequal
-PY=/work/main/.venv/bin/python
-M=${1:?model}
-TAG=${2:?tag}
+# The validation protocols of a candidate quality model against the bundled dm025 and the
+# authors' dm100: validation people only, on the bundled model's faces (--from-scores).
+#
+#   bash docs/training/validate-candidate.sh MODEL TAG [WORKDIR]
+#
+# WORKDIR (default: the current folder) holds the score and embedding files that
+# docs/training/validation.md makes ({lfw,cfp}-{bundled,dm025,ref,emb}.parquet); the candidate's
+# scores and tables are written there as {lfw,cfp}-TAG.*. Runs the facequal and python on PATH.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DATA=$ROOT/../shared/data
+M=$(realpath "${1:?usage: validate-candidate.sh MODEL TAG [WORKDIR]}")
+TAG=${2:?usage: validate-candidate.sh MODEL TAG [WORKDIR]}
+cd "${3:-.}"
 for s in lfw cfp; do
-  $FQ score --from-scores $s-bundled.parquet --model $M -o $s-$TAG.parquet -q --overwrite
+  facequal score --from-scores "$s-bundled.parquet" --model "$M" -o "$s-$TAG.parquet" -q --overwrite
 done
-$FQ eval $TAG=cfp-$TAG.parquet dm025=cfp-dm025.parquet ref-dm100=cfp-ref.parquet -e cfp-emb.parquet \
-  -p /work/shared/data/cfp/pairs-fp-validation.csv --fmr 0.01 --match-suffix 3 --bootstrap 1000 --json cfp-$TAG.json > cfp-$TAG.txt 2>&1
-$PY /work/main/bench/eval_lfw.py lfw-emb.parquet $TAG=lfw-$TAG.parquet dm025=lfw-dm025.parquet ref-dm100=lfw-ref.parquet \
-  --pairs /work/shared/data/lfw-pairs.tsv --folds 4-5 --all-pairs --bootstrap 1000 --out lfw-$TAG > lfw-$TAG.txt 2>&1
-echo done
+facequal eval "$TAG=cfp-$TAG.parquet" dm025=cfp-dm025.parquet ref-dm100=cfp-ref.parquet -e cfp-emb.parquet \
+  -p "$DATA/cfp/pairs-fp-validation.csv" --fmr 0.01 --match-suffix 3 --bootstrap 1000 \
+  --json "cfp-$TAG.json" --overwrite > "cfp-$TAG.txt" 2>&1
+python "$ROOT/bench/eval_lfw.py" lfw-emb.parquet "$TAG=lfw-$TAG.parquet" dm025=lfw-dm025.parquet \
+  ref-dm100=lfw-ref.parquet --pairs "$DATA/lfw-pairs.tsv" --folds 4-5 --all-pairs --bootstrap 1000 \
+  --out "lfw-$TAG" > "lfw-$TAG.txt" 2>&1
+echo "wrote cfp-$TAG.txt and lfw-$TAG.txt"
