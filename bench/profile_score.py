@@ -21,7 +21,7 @@ from collections import defaultdict
 STAGES = [
     ("decode (open_image)", "open_image"),
     ("detect: preprocess", "preprocess"),
-    ("detect: network (session.run)", "RetinaFace._run/InferenceSession.run"),
+    ("detect: network (session.run)", "RetinaFace._forward/InferenceSession.run"),
     ("detect: postprocess + NMS", "postprocess"),
     ("detect: downscale / pad / map back", "RetinaFace._detect_once-self"),
     ("align (similarity fit + warp)", "align_face"),
@@ -41,12 +41,12 @@ def _walk(frame, stack: tuple[str, ...], incl: dict[str, float], self_t: dict[st
     self_t[key] += frame.time - sum(c.time for c in frame.children if not c.function.startswith("[self]"))
     if name not in stack:  # inclusive time of the outermost call only
         incl[name] += frame.time
-    if stack and stack[-1] == "RetinaFace._run" and name == "InferenceSession.run":
-        incl["RetinaFace._run/InferenceSession.run"] += frame.time
+    if stack and stack[-1] == "RetinaFace._forward" and name == "InferenceSession.run":
+        incl["RetinaFace._forward/InferenceSession.run"] += frame.time
     if name == "downscale_for_detection":
         incl["RetinaFace._detect_once-self"] += frame.time
     if name == "RetinaFace._detect_once":
-        inner = sum(c.time for c in frame.children if c.function == "_run")
+        inner = sum(c.time for c in frame.children if c.function == "_forward")
         incl["RetinaFace._detect_once-self"] += frame.time - inner
     for child in frame.children:
         _walk(child, (*stack, name), incl, self_t)
@@ -107,7 +107,7 @@ def main() -> None:
     for label, key in STAGES:
         t = incl.get(key, 0.0)
         if key in ("open_image", "preprocess", "postprocess", "align_face", "OnnxModel.run", "rows_to_table",
-                    "RunStore.commit", "RunStore.finish", "Job.__init__", "RetinaFace._run/InferenceSession.run",
+                    "RunStore.commit", "RunStore.finish", "Job.__init__", "RetinaFace._forward/InferenceSession.run",
                     "RetinaFace._detect_once-self"):
             covered += t
         print(f"  {label:38s} {t:7.3f} s {100 * t / total:5.1f} %  {t / n * 1e3:6.3f} ms/image")

@@ -20,11 +20,11 @@ from facequal import __version__, schema
 from facequal.models.zoo import DEFAULT_EMBEDDING_MODEL, ModelSpec, resolve_model
 from facequal.options import (
     BACKENDS,
-    BATCH_SIZE,
     EMBED_BATCH_SIZE,
     EmbedKeywords,
     RunKeywords,
     RunOptions,
+    default_batch_size,
     run_keywords,
 )
 from facequal.pipeline.run import WorkerConfig, prepare_crop_folder, rows_to_table, run_chunks
@@ -132,7 +132,7 @@ class Job:
 
         opts = replace(options or RunOptions(), **keywords)
         if opts.batch_size is None:
-            opts = replace(opts, batch_size=EMBED_BATCH_SIZE if task == "embedding" else BATCH_SIZE)
+            opts = replace(opts, batch_size=default_batch_size(task, opts.device))
         self.run_options = opts
         faces, from_scores, save_crops, backend, scheduler = (
             opts.faces, opts.from_scores, opts.save_crops, opts.backend, opts.scheduler)
@@ -288,7 +288,7 @@ _RUN_DOC = """
 """
 
 
-@run_keywords(leave_out=("flip_tta",), batch_size=BATCH_SIZE)
+@run_keywords(leave_out=("flip_tta",))
 def score(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLike[str] | None = None, *,
           overwrite: bool = False, resume: bool = False, progress: Any = None,
           **options: Unpack[RunKeywords]) -> pa.Table:
@@ -300,7 +300,7 @@ def score(inputs: Sequence[str | os.PathLike[str]] = (), output: str | os.PathLi
     return job.run(output, overwrite=overwrite, resume=resume, progress=progress)
 
 
-@run_keywords(leave_out=("flip_tta",), batch_size=BATCH_SIZE)
+@run_keywords(leave_out=("flip_tta",))
 def iter_score(inputs: Sequence[str | os.PathLike[str]] = (), *, progress: Any = None,
                **options: Unpack[RunKeywords]) -> Iterator[pa.Table]:
     """Streaming form of :func:`score` (same keywords, no output): yields tables of rows as

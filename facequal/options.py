@@ -43,10 +43,12 @@ MAX_SIDE = 4096                  # JPEGs larger than this are decoded at a reduc
 # the closest two different people 0.974).
 MISLABEL_THRESHOLD = 0.0
 IDENTITY_THRESHOLD = 0.98
-# Faces per model call on a CPU: LightQNet's stride-1 stem keeps 16 x 96 x 96 activations per
-# face, so at 16 faces a call they stay in cache; at 64 the same model runs 10-20% slower
-# (bench/score_only.py --sweep). Larger batches suit a GPU (--batch-size).
-BATCH_SIZE = 16
+# Faces per quality-model call on a CPU: LightQNet's stride-1 stem keeps 16 x 96 x 96 float
+# activations per face, and at two faces a call they stay in the core's cache. Measured with
+# `bench/score_only.py --sweep 1,2,4,8,16,64` (dm025, 2-core machine): batch 2 runs 1.6x the
+# faces/s of batch 16, batch 1 1.4x, batch 64 0.9x. The values do not depend on the batch.
+BATCH_SIZE = 2
+CUDA_BATCH_SIZE = 16             # a GPU wants larger calls (bench/gpu_speed.py measures them)
 EMBED_BATCH_SIZE = 32            # `facequal embed`'s default --batch-size
 CHUNK_SIZE = 64                  # images per chunk sent to a worker
 THREADS = 1                      # onnxruntime threads per worker
@@ -174,8 +176,7 @@ class RunOptions(FaceOptions):
     line's ``score`` / ``embed`` flags and the API's ``score`` / ``iter_score`` / ``embed`` keywords
     carry into :class:`facequal.api.Job`, one definition for both.
 
-    ``batch_size`` None is the task's default (:data:`BATCH_SIZE` for quality,
-    :data:`EMBED_BATCH_SIZE` for embeddings); ``jobs`` None or 0 means all cores; ``flip_tta``
+    ``batch_size`` None is the task's and device's default (:func:`default_batch_size`); ``jobs`` None or 0 means all cores; ``flip_tta``
     None is the model's default. Paths may be ``os.PathLike``; they are kept as strings. The
     detection / alignment fields are :class:`FaceOptions`' (checked when the object is made).
     """
@@ -265,6 +266,14 @@ class EmbedKeywords(RunKeywords, total=False):
     """:class:`RunKeywords` and the embedding-only ``flip_tta``."""
 
     flip_tta: bool | None
+
+
+def default_batch_size(task: str, device: str) -> int:
+    """The default faces per model call: :data:`EMBED_BATCH_SIZE` for embeddings;
+    :data:`BATCH_SIZE` for the quality model on a CPU, :data:`CUDA_BATCH_SIZE` on a GPU."""
+    if task == "embedding":
+        return EMBED_BATCH_SIZE
+    return CUDA_BATCH_SIZE if device == "cuda" else BATCH_SIZE
 
 
 def run_keywords(*, leave_out: Collection[str] = (), **defaults: Any) -> Callable[[F], F]:

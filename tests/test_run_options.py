@@ -11,7 +11,7 @@ import pytest
 import facequal
 from facequal.cli.embed import embed_cmd
 from facequal.cli.score import score_cmd
-from facequal.options import BATCH_SIZE, EMBED_BATCH_SIZE, RunOptions
+from facequal.options import BATCH_SIZE, CUDA_BATCH_SIZE, EMBED_BATCH_SIZE, RunOptions, default_batch_size
 
 # Options that only one task has (the rest are shared by score, iter_score and embed).
 ONLY_SCORE = {"aligned", "save_crops", "max_pixels"}
@@ -47,6 +47,11 @@ def test_job_options_override_and_task_batch_defaults(tiny_model, face_folder):
     assert job.jobs == 1 and job.run_options.threads == 1
     assert job.config.batch_size == BATCH_SIZE
     assert RunOptions(batch_size=None).batch_size is None and EMBED_BATCH_SIZE != BATCH_SIZE
+    # A GPU gets larger quality-model calls by default; embeddings keep theirs on both.
+    assert default_batch_size("quality", "cpu") == BATCH_SIZE < CUDA_BATCH_SIZE == default_batch_size("quality", "cuda")
+    assert default_batch_size("embedding", "cpu") == default_batch_size("embedding", "cuda") == EMBED_BATCH_SIZE
+    given = facequal.api.Job([face_folder], model=str(tiny_model), batch_size=5, jobs=1)
+    assert given.config.batch_size == 5
 
 
 def test_options_are_checked_by_the_api_with_the_parameter_named(face_folder, tiny_model):
@@ -59,7 +64,8 @@ def test_api_defaults_are_the_run_options_defaults_and_unknown_keywords_are_refu
     from dataclasses import MISSING
 
     defaults = {f.name: f.default for f in fields(RunOptions) if f.default is not MISSING}
-    for fn, batch in ((facequal.score, BATCH_SIZE), (facequal.iter_score, BATCH_SIZE),
+    # score's None is the device's default (default_batch_size); embed's is one number
+    for fn, batch in ((facequal.score, None), (facequal.iter_score, None),
                       (facequal.embed, EMBED_BATCH_SIZE)):
         params = inspect.signature(fn).parameters
         assert params["batch_size"].default == batch, fn.__name__

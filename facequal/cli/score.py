@@ -115,7 +115,7 @@ def count_bad(summary) -> int:
 
 @app.command("score")
 @handles_errors
-@o.run_flags(after="model", batch_size=options.BATCH_SIZE)
+@o.run_flags(after="model", batch_size=None)
 def score_cmd(
     model: o.Model = None,
     aligned: bool = typer.Option(False, "--aligned", help="Inputs are already-aligned crops: skip detection."),

@@ -210,6 +210,15 @@ def order_faces(faces: list[Face], width: int, height: int) -> list[Face]:
                                         float(np.linalg.norm(f.centre - c))))
 
 
+@dataclass
+class Pending:
+    """A detector pass that has run and not been decoded yet (:meth:`RetinaFace.start`)."""
+
+    src: Image.Image                  # the image as the network saw it (downscaled, unpadded)
+    full_size: tuple[int, int]        # (width, height) the faces' coordinates are given in
+    raw: tuple[tuple[Any, ...], int, int, int]  # (outputs, padded height, width, offset)
+
+
 class RetinaFace:
     """RetinaFace-MobileNet0.25 over an onnxruntime session.
 
@@ -256,14 +265,9 @@ class RetinaFace:
             return sess
         return self.session
 
-    def _run(self, rgb: np.ndarray) -> list[Face]:
-        x, hp, wp = preprocess(rgb)
-        loc, conf, landm = self.session_for(hp, wp).run(None, {"input": x})
-        return postprocess(loc[0], conf[0], landm[0], hp, wp, self.threshold)
-
-    def _detect_once(self, src: Image.Image, full_size: tuple[int, int], pad: float) -> list[Face]:
-        """Faces of ``src`` (the image as downscaled for detection), in ``full_size`` coordinates."""
-        w, h = full_size
+    def _forward(self, src: Image.Image, pad: float) -> tuple[tuple[Any, ...], int, int, int]:
+        """One network pass over ``src`` (the image as downscaled for detection) on a canvas
+        padded by ``pad``: (raw outputs, padded height, padded width, offset of ``src`` in it)."""
         rgb = np.asarray(src, dtype=np.uint8)
         off = 0
         if pad > 0:
@@ -273,22 +277,44 @@ class RetinaFace:
             canvas[:] = MEAN_BGR[::-1].astype(np.uint8)
             canvas[off:off + rgb.shape[0], off:off + rgb.shape[1]] = rgb
             rgb = canvas
-        faces = self._run(rgb)
-        sx = w / src.size[0]
-        sy = h / src.size[1]
-        out = []
-        for f in faces:
-            box = (f.box - off) * np.array([sx, sy, sx, sy])
-            lm = (f.landmarks - off) * np.array([sx, sy])
-            out.append(Face(box=box, score=f.score, landmarks=lm))
-        return out
+        x, hp, wp = preprocess(rgb)
+        return tuple(self.session_for(hp, wp).run(None, {"input": x})), hp, wp, off
+
+    def _decode_pass(self, raw: tuple[tuple[Any, ...], int, int, int], src_size: tuple[int, int],
+                     full_size: tuple[int, int]) -> list[Face]:
+        """The faces of one :meth:`_forward` pass, in ``full_size`` coordinates."""
+        (loc, conf, landm), hp, wp, off = raw
+        faces = postprocess(loc[0], conf[0], landm[0], hp, wp, self.threshold)
+        sx = full_size[0] / src_size[0]
+        sy = full_size[1] / src_size[1]
+        box_scale = np.array([sx, sy, sx, sy])
+        lm_scale = np.array([sx, sy])
+        return [Face(box=(f.box - off) * box_scale, score=f.score, landmarks=(f.landmarks - off) * lm_scale)
+                for f in faces]
+
+    def _detect_once(self, src: Image.Image, full_size: tuple[int, int], pad: float) -> list[Face]:
+        """Faces of ``src`` (the image as downscaled for detection), in ``full_size`` coordinates."""
+        return self._decode_pass(self._forward(src, pad), src.size, full_size)
+
+    def start(self, image: Image.Image) -> Pending:
+        """The first half of :meth:`detect`: the network pass over ``image``. :meth:`finish`
+        turns it into faces. Split so that a worker runs the passes of several images back to
+        back and then decodes them all: each stage then runs with its code and data in the CPU's
+        caches, which the interleaved order spends most of the post-processing time refilling."""
+        src = downscale_for_detection(image, self.det_size)  # once, also for the padded retry
+        return Pending(src=src, full_size=image.size, raw=self._forward(src, self.pad))
+
+    def finish(self, pending: Pending) -> list[Face]:
+        """The second half of :meth:`detect`: the faces of a :meth:`start` pass (largest first),
+        above the threshold and the minimum face size, after the padded retry if none was found."""
+        src, full_size = pending.src, pending.full_size
+        faces = self._decode_pass(pending.raw, src.size, full_size)
+        if not faces and self.retry_pad > 0 and self.pad <= 0:
+            faces = self._detect_once(src, full_size, self.retry_pad)
+        if self.min_face > 0:
+            faces = [f for f in faces if min(f.width, f.height) >= self.min_face]
+        return order_faces(faces, *full_size)
 
     def detect(self, image: Image.Image) -> list[Face]:
         """All faces in an RGB image (largest first), above the threshold and min face size."""
-        src = downscale_for_detection(image, self.det_size)  # once, also for the padded retry
-        faces = self._detect_once(src, image.size, self.pad)
-        if not faces and self.retry_pad > 0 and self.pad <= 0:
-            faces = self._detect_once(src, image.size, self.retry_pad)
-        if self.min_face > 0:
-            faces = [f for f in faces if min(f.width, f.height) >= self.min_face]
-        return order_faces(faces, *image.size)
+        return self.finish(self.start(image))

@@ -25,7 +25,6 @@ from facequal import schema
 from facequal.models.zoo import ModelSpec
 from facequal.options import BATCH_SIZE, CHUNK_SIZE, DEVICE, THREADS, FaceOptions
 from facequal.pipeline.executors import Executor, SerialExecutor, make_executor
-from facequal.pipeline.faces import ImageResult
 from facequal.pipeline.scorer import Embedder, Scorer, _FaceModel
 from facequal.pipeline.sources import ImageRef, printable_path
 from facequal.pipeline.store import ORDINAL
@@ -164,14 +163,9 @@ def process_chunk(items: Sequence[tuple[int, str, str, Any]], cfg: WorkerConfig)
     """Process (ordinal, output path, file path, given faces) items; returns rows with model
     outputs filled in."""
     scorer = _load(cfg)
-    results: list[tuple[int, str, ImageResult]] = []
-    for ordinal, out_path, fs_path, given in items:
-        try:
-            res = scorer.analyse(fs_path, given)
-        except Exception as e:  # a bug or an odd input must not take the batch down
-            res = ImageResult(rows=[{"face_index": schema.NO_FACE_INDEX, "n_faces": 0,
-                                     "status": schema.ERROR, "error": f"{type(e).__name__}: {e}"}])
-        results.append((ordinal, out_path, res))
+    # An unexpected exception (a bug, an odd input) becomes that image's error row in there.
+    analysed = scorer.analyse_files([(fs_path, given) for _, _, fs_path, given in items])
+    results = [(ordinal, out_path, res) for (ordinal, out_path, _, _), res in zip(items, analysed, strict=True)]
     outputs = scorer.outputs([c for _, _, r in results for c in r.crops])
     rows: list[dict[str, Any]] = []
     k = 0

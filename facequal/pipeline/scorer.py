@@ -22,7 +22,7 @@ import pyarrow as pa
 from facequal import options as opt  # the defaults, from their one place
 from facequal import schema
 from facequal.models.zoo import DEFAULT_EMBEDDING_MODEL, ModelSpec, OnnxModel, resolve_model
-from facequal.pipeline.faces import ImageResult, image_rows, process_image
+from facequal.pipeline.faces import ImageResult, image_rows, process_image, process_images
 
 __all__ = ["Embedder", "Scorer", "SCORE_IMAGE_COLUMNS", "EMBED_IMAGE_COLUMNS"]
 
@@ -52,12 +52,14 @@ class _FaceModel:
                  faces: str = opt.FACES, det_size: int = opt.DET_SIZE, det_threshold: float = opt.DET_THRESHOLD,
                  min_face: float = opt.MIN_FACE, pad: float = opt.PAD, aligned: bool = False,
                  max_pixels: int | None = None, device: str = opt.DEVICE, threads: int = opt.THREADS,
-                 batch_size: int = opt.BATCH_SIZE, flip_tta: bool | None = None,
+                 batch_size: int | None = None, flip_tta: bool | None = None,
                  spec: ModelSpec | None = None) -> None:
         from facequal.errors import UserError
         from facequal.models.session import providers_for
         from facequal.options import check_job_options
 
+        if batch_size is None:
+            batch_size = opt.default_batch_size(self.task, device)
         check_job_options(faces=faces, det_size=det_size, det_threshold=det_threshold, min_face=min_face,
                           pad=pad, max_pixels=max_pixels, batch_size=batch_size, jobs=None,
                           threads=threads, chunk_size=opt.CHUNK_SIZE)
@@ -102,6 +104,12 @@ class _FaceModel:
         if isinstance(image, (str, os.PathLike)):
             return process_image(os.fspath(image), self.contract, self.face_options, self.detector, given)
         return image_rows(image, self.contract, self.face_options, self.detector)
+
+    def analyse_files(self, items: Sequence[tuple[str, list | None]]) -> list[ImageResult]:
+        """:meth:`analyse` for each (path, given faces) item, in order, the stages run over
+        small groups of images (:func:`facequal.pipeline.faces.process_images`): what a worker
+        runs on its chunk. Never raises for a bad image."""
+        return process_images(items, self.contract, self.face_options, self.detector)
 
     def outputs(self, crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """The model's columns for a batch of crops (``quality`` and ``quality_raw``, or
