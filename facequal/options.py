@@ -176,7 +176,8 @@ class RunOptions(FaceOptions):
     line's ``score`` / ``embed`` flags and the API's ``score`` / ``iter_score`` / ``embed`` keywords
     carry into :class:`facequal.api.Job`, one definition for both.
 
-    ``batch_size`` None is the task's and device's default (:func:`default_batch_size`); ``jobs`` None or 0 means all cores; ``flip_tta``
+    ``batch_size`` None is the task's and device's default (:func:`default_batch_size`);
+    ``jobs`` None or 0 means all cores; ``flip_tta``
     None is the model's default. Paths may be ``os.PathLike``; they are kept as strings. The
     detection / alignment fields are :class:`FaceOptions`' (checked when the object is made).
     """
