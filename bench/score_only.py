@@ -7,7 +7,7 @@ reported), with the same crops, batch size and onnxruntime thread count for both
 * model only: the crops are decoded and turned into each model's input tensor beforehand;
   the timed part is the onnxruntime ``run`` over all batches;
 * `facequal score --aligned`: the complete run (walk, PNG decode, tensor, model, Parquet);
-* a model-only sweep over batch sizes (``--sweep``), which chose the default of 16.
+* a model-only sweep over batch sizes (``--sweep``), which chose the CPU default of 2.
 
     python bench/score_only.py --n 2000                                  # the bundled model
     python bench/score_only.py --model tests-tiny --n 500                 # the test suite's tiny model
@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the model-only runs")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes of the `score --aligned` run")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--sweep", default="4,8,16,32,64,128",
+    ap.add_argument("--sweep", default="1,2,4,8,16,64",
                     help="batch sizes of a model-only sweep (interleaved rounds, in the same process); '' skips it")
     a = ap.parse_args()
 

@@ -163,7 +163,7 @@ def process_chunk(items: Sequence[tuple[int, str, str, Any]], cfg: WorkerConfig)
     """Process (ordinal, output path, file path, given faces) items; returns rows with model
     outputs filled in."""
     scorer = _load(cfg)
-    # An unexpected exception (a bug, an odd input) becomes that image's error row in there.
+    # An unexpected exception (a bug, an odd input) becomes that image's error row, not the chunk's end.
     analysed = scorer.analyse_files([(fs_path, given) for _, _, fs_path, given in items])
     results = [(ordinal, out_path, res) for (ordinal, out_path, _, _), res in zip(items, analysed, strict=True)]
     outputs = scorer.outputs([c for _, _, r in results for c in r.crops])
