@@ -177,8 +177,9 @@ class RunOptions(FaceOptions):
     carry into :class:`facequal.api.Job`, one definition for both.
 
     ``batch_size`` None is the task's and device's default (:func:`default_batch_size`);
-    ``jobs`` None or 0 means all cores; ``flip_tta`` None is the model's default. Paths may be ``os.PathLike``; they are kept as strings. The
-    detection / alignment fields are :class:`FaceOptions`' (checked when the object is made).
+    ``jobs`` None or 0 means all cores; ``flip_tta`` None is the model's default. Paths may be
+    ``os.PathLike``; they are kept as strings. The detection / alignment fields are
+    :class:`FaceOptions`' (checked when the object is made).
     """
 
     max_pixels: int | None = MAX_PIXELS  # None: the default
