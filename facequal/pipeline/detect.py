@@ -192,8 +192,8 @@ def pick_centred(faces: list[Face], width: int, height: int) -> list[Face]:
     distance of the box centre from the image centre, both in pixels squared, so a face must be
     much larger to win from the middle's neighbour at the edge.
     """
-    if not faces:
-        return []
+    if len(faces) <= 1:  # nothing to choose from (most photos): skip the per-face numpy steps
+        return list(faces)
     c = np.array([width / 2.0, height / 2.0])
 
     def key(f: Face) -> float:
@@ -205,6 +205,8 @@ def pick_centred(faces: list[Face], width: int, height: int) -> list[Face]:
 
 def order_faces(faces: list[Face], width: int, height: int) -> list[Face]:
     """Largest first (ties by distance to the centre): face_index 0 is the main face."""
+    if len(faces) <= 1:
+        return list(faces)
     c = np.array([width / 2.0, height / 2.0])
     return sorted(faces, key=lambda f: (-round(f.width * f.height, 3),
                                         float(np.linalg.norm(f.centre - c))))
@@ -287,6 +289,8 @@ class RetinaFace:
         faces = postprocess(loc[0], conf[0], landm[0], hp, wp, self.threshold)
         sx = full_size[0] / src_size[0]
         sy = full_size[1] / src_size[1]
+        if off == 0 and sx == 1.0 and sy == 1.0:  # seen at full size, unpadded: already right
+            return faces
         box_scale = np.array([sx, sy, sx, sy])
         lm_scale = np.array([sx, sy])
         return [Face(box=(f.box - off) * box_scale, score=f.score, landmarks=(f.landmarks - off) * lm_scale)

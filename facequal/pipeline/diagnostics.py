@@ -83,7 +83,11 @@ def image_measures(crop: np.ndarray) -> tuple[float, float, float]:
     face = g[mask]
     brightness = float(face.mean())
     var = float(face.var())
-    lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4.0 * g[1:-1, 1:-1]
+    # The 4-neighbour Laplacian, summed in place in the order (((l + r) + u) + d) - 4c.
+    lap = g[1:-1, :-2] + g[1:-1, 2:]
+    lap += g[:-2, 1:-1]
+    lap += g[2:, 1:-1]
+    lap -= 4.0 * g[1:-1, 1:-1]
     lap_var = float(lap[mask[1:-1, 1:-1]].var())
     # A flat patch has no focus to measure: 0, not a division by zero.
     sharpness = lap_var / var if var > 1e-3 else 0.0

@@ -69,8 +69,8 @@ def _face_row(base: dict[str, Any], index: int, n: int, face: Face, crop: np.nda
     row = dict(base)
     score = float(face.score)
     row.update(face_index=index, n_faces=n, det_score=score if np.isfinite(score) else None,
-               bbox=[float(v) for v in face.box],
-               landmarks=[[float(x), float(y)] for x, y in face.landmarks],
+               bbox=np.asarray(face.box, dtype=np.float64).tolist(),
+               landmarks=np.asarray(face.landmarks, dtype=np.float64).tolist(),
                eye_distance=face.inter_eye, **face_diagnostics(crop, face.landmarks))
     return row
 
