@@ -7,13 +7,15 @@ seeded sample of ``--non-mated`` different-person frontal-profile pairs: the pro
 held-back large-pose check, on validation people.
 
     python bench/cfp_pairs.py ../shared/data/cfp/identities.tsv --splits 4,5 -o cfp-fp-all-val.csv
-    facequal eval Q=cfp-q.parquet -e cfp-emb.parquet -p cfp-fp-all-val.csv --match-suffix 3 --fmr 0.001 0.01
+    facequal eval Q=cfp-q.parquet -e cfp-emb.parquet -p cfp-fp-all-val.csv --match-suffix 3 \
+        --fmr 0.001 --fmr 0.01
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 from collections import defaultdict
 
@@ -56,6 +58,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--out", required=True, help="CSV to write (path_a, path_b, mated)")
     a = ap.parse_args()
+    if os.path.lexists(a.out):  # before any work; the "x" open below still refuses a late arrival
+        raise SystemExit(f"{a.out} exists: not replaced")
     people = read_identities(a.identities, {int(s) for s in a.splits.split(",")})
     pairs = frontal_profile_pairs(people, a.non_mated, a.seed)
     try:
