@@ -69,7 +69,10 @@ class JoblibExecutor:
                 pending.append(item)
                 yield delayed(func)(*args_of(item))
 
-        par = Parallel(n_jobs=self.jobs, return_as="generator", prefer="processes", pre_dispatch="2*n_jobs")
+        # batch_size=1: a chunk is already a batch; joblib's auto-batching would glue the short chunks
+        # at the end of a run back together (see facequal.pipeline.run.chunked).
+        par = Parallel(n_jobs=self.jobs, return_as="generator", prefer="processes", pre_dispatch="2*n_jobs",
+                       batch_size=1)
         results = par(tasks())
         try:
             for result in results:

@@ -9,6 +9,7 @@ paths go to the workers and only rows come back: images are decoded where they a
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import os
@@ -28,6 +29,8 @@ from facequal.pipeline.executors import Executor, SerialExecutor, make_executor
 from facequal.pipeline.scorer import Embedder, Scorer, _FaceModel
 from facequal.pipeline.sources import ImageRef, printable_path
 from facequal.pipeline.store import ORDINAL
+
+TAIL_MIN = 8  # images: the smallest chunk at the end of a run (see chunked)
 
 
 @dataclass(frozen=True)
@@ -198,14 +201,35 @@ def rows_to_table(rows: list[dict[str, Any]], out_schema: pa.Schema,
     return pa.Table.from_arrays(arrays, schema=out_schema.append(pa.field(ORDINAL, pa.int64())))
 
 
-def chunked(refs: Iterable[tuple[int, ImageRef]], size: int) -> Iterator[list[tuple[int, ImageRef]]]:
-    """Consecutive chunks of at most ``size`` references (``refs`` may be a generator)."""
+def chunked(refs: Iterable[tuple[int, ImageRef]], size: int, workers: int = 1
+            ) -> Iterator[list[tuple[int, ImageRef]]]:
+    """Consecutive chunks of at most ``size`` references (``refs`` may be a generator).
+
+    With ``workers`` > 1 the last chunks shrink (each ``1 / (2 * workers)`` of what is left, not
+    under TAIL_MIN), so that the workers finish at about the same time: with whole chunks to the
+    end, one worker sits idle for up to a chunk's time while the others finish. Only
+    ``2 * workers * size`` references are read ahead to see where the end is. Inputs that fit in
+    one chunk stay one chunk. Chunk boundaries do not change any row: every image is processed on
+    its own.
+    """
     it = iter(refs)
-    while True:
-        chunk = list(itertools.islice(it, size))
-        if not chunk:
-            return
-        yield chunk
+    if workers <= 1:
+        while chunk := list(itertools.islice(it, size)):
+            yield chunk
+        return
+    ahead = 2 * workers * size
+    buf: collections.deque[tuple[int, ImageRef]] = collections.deque(itertools.islice(it, ahead))
+    if len(buf) <= size:  # all of it fits in one chunk, which then runs in this process (run_chunks)
+        if buf:
+            yield list(buf)
+        return
+    while buf:
+        buf.extend(itertools.islice(it, ahead - len(buf)))
+        if len(buf) < ahead:  # the end is in sight
+            n = min(size, max(TAIL_MIN, -(-len(buf) // (2 * workers))))
+        else:
+            n = size
+        yield [buf.popleft() for _ in range(min(n, len(buf)))]
 
 
 def chunk_items(chunk: Sequence[tuple[int, ImageRef]]) -> list[tuple[int, str, str, Any]]:
@@ -223,7 +247,7 @@ def run_chunks(todo: Iterable[tuple[int, ImageRef]], cfg: WorkerConfig, *, jobs:
     memory does not grow with the input count. A run of one chunk (fewer inputs than
     ``chunk_size``) runs in this process, as with ``jobs=1``: no pool is started for one image.
     """
-    chunks = chunked(todo, chunk_size)
+    chunks = chunked(todo, chunk_size, jobs if backend == "local" else 1)
     first = next(chunks, None)
     if first is None:
         return

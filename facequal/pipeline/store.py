@@ -136,7 +136,9 @@ def atomic_write_table(table: pa.Table, path: Path, metadata: dict[str, str] | N
         table = table.replace_schema_metadata(_with_metadata(table.schema, metadata).metadata)
 
     def write(tmp: Path) -> None:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="zstd")
+        # A part lives until the merge: encoding it (zstd, dictionaries) took half of its write
+        # time in the main process for a few percent of its size.
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="none", use_dictionary=False)
 
     atomic_write(path, write)
 
@@ -807,26 +809,28 @@ class RunStore:
 
     # -- merging -------------------------------------------------------------------------------
     @staticmethod
-    def _ordinals(part: Path, order: dict[str, int] | None) -> tuple[np.ndarray, np.ndarray]:
-        """(input position of each row, or -1; face_index) for one part file.
+    def _ordinals(t: pa.Table, order: dict[str, int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """(input position of each row, or -1; face_index) of a part's rows ``t``.
 
         With ``order`` (path -> position) positions come from the paths, so parts of an earlier
         run with other inputs map correctly; without it, from the parts' own ordinal column.
         """
         if order is None:
-            t = _read(part, [ORDINAL, "face_index"])
             ords = t.column(ORDINAL).to_numpy().astype(np.int64)
         else:
-            t = _read(part, ["path", "face_index"])
             paths = t.column("path").to_pylist()
             ords = np.fromiter((order.get(p, -1) for p in paths), dtype=np.int64, count=len(paths))
         return ords, t.column("face_index").to_numpy().astype(np.int64)
 
-    def _kept(self, seq: int, part: Path, order: dict[str, int] | None, newest: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """(row indices that survive, their merge keys) of part ``seq``: rows of inputs of this
-        run whose newest rows are in this part."""
-        ords, face = self._ordinals(part, order)
+    @classmethod
+    def _read_ordinals(cls, part: Path, order: dict[str, int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_ordinals` of one part file, reading only the columns they need."""
+        return cls._ordinals(_read(part, [ORDINAL if order is None else "path", "face_index"]), order)
+
+    @staticmethod
+    def _kept(seq: int, ords: np.ndarray, face: np.ndarray, newest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row indices that survive, their merge keys) of part ``seq`` with rows (``ords``,
+        ``face``): rows of inputs of this run whose newest rows are in this part."""
         ok = ords >= 0
         ok[ok] = newest[ords[ok]] == seq
         idx = np.nonzero(ok)[0]
@@ -834,11 +838,11 @@ class RunStore:
         return idx, keys
 
     def _block(self, seq: int, part: Path, order: dict[str, int] | None, newest: np.ndarray) -> _Block:
-        idx, keys = self._kept(seq, part, order, newest)
+        t = _read(part)   # one read: the merge keys come from the rows themselves
+        idx, keys = self._kept(seq, *self._ordinals(t, order), newest)
         if keys.size > 1 and np.any(keys[1:] < keys[:-1]):
             o = np.argsort(keys, kind="stable")
             idx, keys = idx[o], keys[o]
-        t = _read(part)
         if idx.size != t.num_rows or (idx.size and np.any(idx != np.arange(idx.size))):
             t = t.take(pa.array(idx))
         t = t.select(self.schema.names)
@@ -860,22 +864,40 @@ class RunStore:
         """
         parts = self.part_files()
         newest = np.full(0, -1, dtype=np.int64)
+        # Key range of each part while every row so far is kept (no input in two parts, no input
+        # that left the run: every uninterrupted run); None once that is not so.
+        spans: list[tuple[int, int] | None] | None = []
         for seq, p in enumerate(parts):      # pass 1: the newest part of every input
-            ords, _ = self._ordinals(p, order)
+            ords, face = self._read_ordinals(p, order)
+            if spans is not None and ords.size and ords.min() >= 0:
+                keys = (ords << _FACE_BITS) | (face + 1)
+                spans.append((int(keys.min()), int(keys.max())))
+            elif spans is not None and ords.size:
+                spans = None
+            elif spans is not None:
+                spans.append(None)
             ords = ords[ords >= 0]
             if ords.size and ords.max() >= newest.size:
                 grown = np.full(max(2 * newest.size, int(ords.max()) + 1), -1, dtype=np.int64)
                 grown[:newest.size] = newest
                 newest = grown
+            if spans is not None and ords.size and np.any(newest[ords] >= 0):
+                spans = None             # an input in an earlier part too: that part loses rows
             newest[ords] = seq
         # pass 2: group the parts into runs whose keys increase from part to part
         runs: list[list[int]] = []
         run_last: list[int] = []
         for seq, p in enumerate(parts):
-            _, keys = self._kept(seq, p, order, newest)
-            if keys.size == 0:
-                continue
-            lo, hi = int(keys.min()), int(keys.max())
+            if spans is not None:        # every row kept: the key range is pass 1's
+                span = spans[seq]
+                if span is None:
+                    continue
+                lo, hi = span
+            else:
+                _, keys = self._kept(seq, *self._read_ordinals(p, order), newest)
+                if keys.size == 0:
+                    continue
+                lo, hi = int(keys.min()), int(keys.max())
             for r, last in enumerate(run_last):
                 if lo > last:
                     runs[r].append(seq)
