@@ -100,3 +100,19 @@ def test_the_batch_size_changes_no_value(face_folder):
     for b, t in tables.items():
         assert t["quality"].to_pylist() == ref["quality"].to_pylist(), b
         assert t["quality_raw"].to_pylist() == ref["quality_raw"].to_pylist(), b
+
+
+def test_many_faces_in_one_call_get_the_values_of_one_face_at_a_time():
+    # More crops than one conversion block (a crowd photo), in batches that do not divide it.
+    from facequal.models.zoo import CONVERT_BLOCK, OnnxModel, resolve_model
+
+    spec = resolve_model("lightqnet-dm025")
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, size=(2 * CONVERT_BLOCK + 13, 96, 96, 3), dtype=np.uint8)
+    one = OnnxModel(spec, threads=1, batch_size=1)
+    want = np.concatenate([one.run(crops[i:i + 1]) for i in range(len(crops))])
+    for b in (1, 2, 7, CONVERT_BLOCK, 3 * CONVERT_BLOCK):
+        got = OnnxModel(spec, threads=1, batch_size=b).run(crops)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert OnnxModel(spec, threads=1).run(crops[:0]).shape == (0,)

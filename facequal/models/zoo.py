@@ -23,6 +23,7 @@ from facequal.options import BATCH_SIZE
 
 DEFAULT_QUALITY_MODEL = "lightqnet-dm025"  # chosen on validation: see MODEL_CARD.md
 DEFAULT_EMBEDDING_MODEL = "dlib-resnet-v1"
+CONVERT_BLOCK = 64  # crops converted to the model's input at once (see OnnxModel.run)
 
 
 def _built_model(name: str) -> Path | None:
@@ -145,9 +146,15 @@ class OnnxModel:
         """(N, H, W, 3) uint8 crops -> the model's output for each, stacked along axis 0."""
         c = self.contract
         outs = []
-        for i in range(0, len(crops), self.batch_size):
-            x = to_tensor(crops[i:i + self.batch_size], c)
-            outs.append(self.session.run([c.output_name], {c.input_name: x})[0])
+        # One conversion for a block of crops (one per small batch cost more than converting),
+        # whose batches are contiguous slices that onnxruntime takes without a copy; a block
+        # bounds the float copy when a crowd photo brings hundreds of faces.
+        b = self.batch_size
+        block = b * max(1, CONVERT_BLOCK // b)
+        for start in range(0, len(crops), block):
+            x = to_tensor(crops[start:start + block], c)
+            for i in range(0, len(x), b):
+                outs.append(self.session.run([c.output_name], {c.input_name: x[i:i + b]})[0])
         if not outs:
             return np.zeros((0,), dtype=np.float32)
         return np.concatenate(outs, axis=0)
