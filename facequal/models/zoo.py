@@ -23,7 +23,7 @@ from facequal.options import BATCH_SIZE
 
 DEFAULT_QUALITY_MODEL = "lightqnet-dm025"  # chosen on validation: see MODEL_CARD.md
 DEFAULT_EMBEDDING_MODEL = "dlib-resnet-v1"
-CONVERT_BLOCK = 64  # crops converted to the model's input at once (see OnnxModel.run)
+CONVERT_BLOCK = 16  # crops converted to the model's input at once (a group's faces; see OnnxModel.run)
 
 
 def _built_model(name: str) -> Path | None:
