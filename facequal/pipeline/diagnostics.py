@@ -65,7 +65,6 @@ def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     return yaw, pitch, roll
 
 
-@lru_cache(maxsize=8)
 def _face_mask(h: int, w: int) -> np.ndarray:
     """The face region of an aligned crop: an ellipse over the central part (cheeks to chin,
     brows to mouth), leaving out the background at the corners."""

@@ -828,14 +828,18 @@ class RunStore:
         return cls._ordinals(_read(part, [ORDINAL if order is None else "path", "face_index"]), order)
 
     @staticmethod
-    def _kept(seq: int, ords: np.ndarray, face: np.ndarray, newest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _keys(ords: np.ndarray, face: np.ndarray) -> np.ndarray:
+        """Merge keys: input position, then face_index (-1, a row without a face, first)."""
+        return (ords << _FACE_BITS) | (face + 1)
+
+    @classmethod
+    def _kept(cls, seq: int, ords: np.ndarray, face: np.ndarray, newest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row indices that survive, their merge keys) of part ``seq`` with rows (``ords``,
         ``face``): rows of inputs of this run whose newest rows are in this part."""
         ok = ords >= 0
         ok[ok] = newest[ords[ok]] == seq
         idx = np.nonzero(ok)[0]
-        keys = (ords[idx] << _FACE_BITS) | (face[idx] + 1)
-        return idx, keys
+        return idx, cls._keys(ords[idx], face[idx])
 
     def _block(self, seq: int, part: Path, order: dict[str, int] | None, newest: np.ndarray) -> _Block:
         t = _read(part)   # one read: the merge keys come from the rows themselves
@@ -869,13 +873,14 @@ class RunStore:
         spans: list[tuple[int, int] | None] | None = []
         for seq, p in enumerate(parts):      # pass 1: the newest part of every input
             ords, face = self._read_ordinals(p, order)
-            if spans is not None and ords.size and ords.min() >= 0:
-                keys = (ords << _FACE_BITS) | (face + 1)
-                spans.append((int(keys.min()), int(keys.max())))
-            elif spans is not None and ords.size:
-                spans = None
-            elif spans is not None:
-                spans.append(None)
+            if spans is not None:
+                if not ords.size:
+                    spans.append(None)   # an empty part: nothing to place
+                elif ords.min() < 0:
+                    spans = None         # an input that left the run: its rows are dropped
+                else:
+                    keys = self._keys(ords, face)
+                    spans.append((int(keys.min()), int(keys.max())))
             ords = ords[ords >= 0]
             if ords.size and ords.max() >= newest.size:
                 grown = np.full(max(2 * newest.size, int(ords.max()) + 1), -1, dtype=np.int64)
