@@ -4,7 +4,7 @@
 #   bash docs/training/validate-candidate.sh MODEL TAG [WORKDIR]
 #
 # WORKDIR (default: the current folder) holds the score and embedding files that
-# docs/training/validation.md makes ({lfw,cfp}-{bundled,dm025,ref,emb}.parquet); the candidate's
+# docs/training/make-validation-workdir.sh makes ({lfw,cfp}-{bundled,dm025,ref,emb}.parquet); the candidate's
 # scores and tables are written there as {lfw,cfp,cfp-all}-TAG.*. Runs the facequal and python on PATH.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
