@@ -1,8 +1,8 @@
 # The score and embedding files that docs/training/validate-candidate.sh compares a candidate on:
 # every LFW and CFP photo scored once with the bundled default (whose faces every model then
 # reuses, --from-scores), the bundled dm025, the authors' dm100 (../shared/reference, with its
-# contract) and the dlib embeddings; and the list of every frontal-profile pair of the CFP
-# validation people (splits 4-5). About 10 minutes on 2 cores.
+# contract) and the dlib embeddings. (validate-candidate.sh makes the list of every
+# frontal-profile pair of the CFP validation people on its first run.) About 10 minutes on 2 cores.
 #
 #   bash docs/training/make-validation-workdir.sh WORKDIR
 #
@@ -20,5 +20,4 @@ for s in lfw cfp; do
   facequal score -o "$s-ref.parquet" --from-scores "$s-bundled.parquet" --model "$REF" --contract "$CONTRACT" -q
   facequal embed "$DATA/$s" -o "$s-emb.parquet" --from-scores "$s-bundled.parquet" -q
 done
-python "$ROOT/bench/cfp_pairs.py" "$DATA/cfp/identities.tsv" --splits 4,5 -o cfp-fp-all-val.csv
-echo "wrote {lfw,cfp}-{bundled,dm025,ref,emb}.parquet and cfp-fp-all-val.csv in $PWD"
+echo "wrote {lfw,cfp}-{bundled,dm025,ref,emb}.parquet in $PWD"
