@@ -505,15 +505,18 @@ def run(config: TrainConfig | Mapping[str, Any] | str | Path) -> dict[str, Any]:
 
 def finish(student: torch.nn.Module, cfg: TrainConfig, params: Mapping[str, Any],
            val_cache: TrainingCache | None, device: torch.device,
-           selected_step: int | None = None, weights: str = "raw") -> dict[str, Any]:
+           selected_step: int | None = None, weights: str = "raw",
+           training_extra: Mapping[str, Any] | None = None, contract_name: str | None = None) -> dict[str, Any]:
     """Calibrate on the validation cache (when given), export to ONNX and check parity.
 
-    ``weights`` says whether ``student`` holds a step's raw weights or their moving average.
+    ``weights`` says whether ``student`` holds a step's raw weights or their moving average;
+    ``training_extra`` is merged into the training metadata and ``contract_name`` replaces the
+    contract's default name (an ensemble says what it is made of).
     """
     from facequal.train.export import export_onnx, onnx_parity
 
     out_dir = Path(cfg.out_dir)
-    contract = student_contract(cfg.width)
+    contract = student_contract(cfg.width, name=contract_name)
     result: dict[str, Any] = {}
     calibration = None
     if val_cache is not None and cfg.calibrate:
@@ -542,8 +545,9 @@ def finish(student: torch.nn.Module, cfg: TrainConfig, params: Mapping[str, Any]
         "weights": weights if weights == "raw" else f"ema (decay {cfg.ema_decay})",
         "batch": f"{cfg.p}x{cfg.k}", "lr": cfg.lr, "width": cfg.width, "seed": cfg.seed,
         "teacher": "dlib_face_recognition_resnet_model_v1", "data": cfg.data_description,
+        **(training_extra or {}),
     }
-    full = student_contract(cfg.width, calibration=calibration)
+    full = student_contract(cfg.width, calibration=calibration, name=contract_name)
     path = export_onnx(copy.deepcopy(student).cpu(), out_dir / cfg.export_name, full, training)
     result["onnx"] = str(path)
     result["parity_max_abs"] = onnx_parity(student.cpu(), path)

@@ -1,0 +1,125 @@
+"""One model from several finished runs of a recipe: the mean of their students' logits.
+
+Runs of one recipe that differ only in their seed disagree on held-out faces by more than the
+differences between recipes (``docs/training/dm025-v9/``). Averaging their logits in one graph
+keeps the student's contract (one 96 x 96 input, one sigmoid output), so the pipeline scores an
+ensemble like any other quality model; it costs one forward pass per member. Each member brings
+the weights its run exported: the best validation step's when the run selected on validation,
+else the moving average, else the last step's. The ensemble is then calibrated and exported as
+a run's student is (:func:`facequal.train.trainer.finish`):
+
+    python -m facequal.train.ensemble runs/dm025-v9 runs/dm025-v9-seed1 \\
+        --val-cache runs/cache3/val --out runs/dm025-v9-ens
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from facequal.train.cache import TrainingCache
+from facequal.train.config import TrainConfig
+from facequal.train.nets import LightQNet
+from facequal.train.trainer import BEST, CHECKPOINT, finish
+
+SUMMARY = "summary.json"
+THRESHOLD_TOLERANCE = 2e-3  # members' teacher thresholds may differ this much (cosine)
+
+
+class LogitMean(nn.Module):
+    """The mean of its members' logits ([N] each, like :class:`LightQNet`)."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def load_member(run_dir: str | Path) -> tuple[LightQNet, TrainConfig, dict[str, Any], str]:
+    """The student a finished run exported, its config, label parameters and weights kind.
+
+    Refuses a run that has not finished (its checkpoint is short of ``steps``): an unfinished
+    member would be a different recipe from the one its config names.
+    """
+    run_dir = Path(run_dir)
+    try:
+        cfg = TrainConfig.from_file(run_dir / "config.json")
+        ckpt = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{run_dir}: not a training run ({e})") from None
+    if int(ckpt["step"]) < cfg.steps:
+        raise ValueError(f"{run_dir}: the run stopped at step {int(ckpt['step'])} of {cfg.steps}")
+    student = LightQNet(cfg.width)
+    if cfg.select_on and (run_dir / BEST).is_file():
+        state, weights = torch.load(run_dir / BEST, map_location="cpu", weights_only=True), "best"
+        student.load_state_dict(state["student"])
+    elif "ema" in ckpt:
+        student.load_state_dict(ckpt["ema"]["module"])
+        weights = "ema"
+    else:
+        student.load_state_dict(ckpt["student"])
+        weights = "raw"
+    return student.eval(), cfg, dict(ckpt["label_params"]), weights
+
+
+def build(run_dirs: Sequence[str | Path], out_dir: str | Path, val_cache: str | Path | None = None,
+          export_name: str | None = None) -> dict[str, Any]:
+    """Export the logit mean of the runs' students to ``out_dir`` (which must not exist yet),
+    calibrated on ``val_cache`` when given; returns and writes the summary."""
+    if len(run_dirs) < 2:
+        raise ValueError("an ensemble needs two or more runs")
+    out = Path(out_dir)
+    if out.exists():
+        raise ValueError(f"{out}: exists; the ensemble goes to a new folder")
+    members = [load_member(d) for d in run_dirs]
+    first_cfg, params = members[0][1], members[0][2]
+    for d, (_, cfg, p, _) in zip(run_dirs, members, strict=True):
+        if cfg.width != first_cfg.width:
+            raise ValueError(f"{d}: width {cfg.width}, not {first_cfg.width} like {run_dirs[0]}")
+        # the threshold is estimated from a seeded sample of impostor pairs: seeds move it a little
+        if abs(p["threshold"] - params["threshold"]) > THRESHOLD_TOLERANCE:
+            raise ValueError(f"{d}: trained at teacher threshold {p['threshold']:.4f}, not "
+                             f"{params['threshold']:.4f}: another recipe")
+    model = LogitMean([m[0] for m in members]).eval()
+    name = f"facequal-lightqnet-dm{round(first_cfg.width * 100):03d}x{len(members)}"
+    cfg = TrainConfig.from_dict({**first_cfg.to_dict(), "out_dir": str(out), "resume": False,
+                                 "export_name": export_name or first_cfg.export_name})
+    extra = {"ensemble": [{"run": str(d), "seed": c.seed, "steps": c.steps, "weights": w}
+                          for d, (_, c, _, w) in zip(run_dirs, members, strict=True)],
+             "seed": [c.seed for _, c, _, _ in members], "weights": "logit mean of the members"}
+    out.mkdir(parents=True)
+    cache = TrainingCache.open(val_cache) if val_cache is not None else None
+    summary = {"members": extra["ensemble"], "label_params": params, "out_dir": str(out),
+               **finish(model, cfg, params, cache, torch.device("cpu"), training_extra=extra,
+                        contract_name=name)}
+    (out / SUMMARY).write_text(json.dumps(summary, indent=1, sort_keys=True, default=float), encoding="utf-8")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m facequal.train.ensemble", description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="finished training run folders (two or more)")
+    ap.add_argument("--out", type=Path, required=True, help="new folder for the ensemble")
+    ap.add_argument("--val-cache", type=Path, default=None, help="calibrate on this validation cache")
+    ap.add_argument("--export-name", default=None, help="ONNX file name (default: the first run's)")
+    args = ap.parse_args(argv)
+    try:
+        summary = build(args.runs, args.out, args.val_cache, args.export_name)
+    except ValueError as e:
+        ap.exit(2, f"error: {e}\n")
+    print(json.dumps({k: summary[k] for k in ("onnx", "parity_max_abs")}, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

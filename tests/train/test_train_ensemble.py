@@ -1,0 +1,86 @@
+"""Seed ensembles: one ONNX graph that averages finished runs' students (the logit mean)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'facequal[train]')")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from test_train_trainer import synthetic_cache  # noqa: E402
+
+from facequal.contract import contract_from_onnx_metadata  # noqa: E402
+from facequal.train import TrainConfig, run  # noqa: E402
+from facequal.train.ensemble import build, main  # noqa: E402
+from facequal.train.nets import LightQNet  # noqa: E402
+from facequal.train.trainer import CHECKPOINT  # noqa: E402
+
+
+def _run(tmp_path: Path, name: str, seed: int, **kw) -> Path:
+    cfg = dict(cache=str(tmp_path / "cache"), out_dir=str(tmp_path / name), steps=4, p=3, k=4, width=0.25,
+               checkpoint_every=2, log_every=1, threads=1, seed=seed, ema_decay=0.9, lr=0.05,
+               m=0.73, s=20.0, export=False)
+    cfg.update(kw)
+    run(TrainConfig(**cfg))
+    return tmp_path / name
+
+
+def _logits(weights: dict, x: np.ndarray) -> np.ndarray:
+    net = LightQNet(0.25)
+    net.load_state_dict(weights)
+    with torch.no_grad():
+        return net.eval()(torch.from_numpy(x)).numpy()
+
+
+def test_ensemble_is_the_sigmoid_of_the_members_mean_logit(tmp_path: Path) -> None:
+    synthetic_cache(tmp_path / "cache")
+    a, b = _run(tmp_path, "a", seed=3), _run(tmp_path, "b", seed=4)
+    s = build([a, b], tmp_path / "ens", val_cache=tmp_path / "cache")
+    assert s["parity_max_abs"] <= 1e-5 and [m["seed"] for m in s["members"]] == [3, 4]
+
+    x = np.random.default_rng(1).uniform(-1, 1, (5, 3, 96, 96)).astype(np.float32)
+    sess = ort.InferenceSession(s["onnx"], providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x})[0][:, 0]
+    za, zb = (_logits(torch.load(r / CHECKPOINT, weights_only=True)["ema"]["module"], x) for r in (a, b))
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-(za + zb) / 2)), atol=1e-5)
+    # neither member alone: the two seeds' students really differ
+    assert np.abs(got - 1 / (1 + np.exp(-za))).max() > 1e-3 and np.abs(got - 1 / (1 + np.exp(-zb))).max() > 1e-3
+
+    meta = sess.get_modelmeta().custom_metadata_map
+    contract = contract_from_onnx_metadata(meta)
+    assert contract.name == "facequal-lightqnet-dm025x2" and contract.calibration is not None
+    training = json.loads(meta["facequal.training"])
+    assert [m["weights"] for m in training["ensemble"]] == ["ema", "ema"] and training["seed"] == [3, 4]
+    assert (tmp_path / "ens" / "calibration.json").is_file()
+    assert json.loads((tmp_path / "ens" / "summary.json").read_text())["onnx"] == s["onnx"]
+
+
+def test_ensemble_refuses_bad_members_and_an_existing_folder(tmp_path: Path, capsys) -> None:
+    synthetic_cache(tmp_path / "cache")
+    a = _run(tmp_path, "a", seed=3)
+    short = _run(tmp_path, "short", seed=4, max_steps_this_run=2)
+    wide = _run(tmp_path, "wide", seed=5, width=0.5)
+    with pytest.raises(ValueError, match="two or more"):
+        build([a], tmp_path / "e1")
+    with pytest.raises(ValueError, match="stopped at step 2 of 4"):
+        build([a, short], tmp_path / "e2")
+    with pytest.raises(ValueError, match="width"):
+        build([a, wide], tmp_path / "e3")
+    with pytest.raises(ValueError, match="not a training run"):
+        build([a, tmp_path / "cache"], tmp_path / "e4")
+    assert not any((tmp_path / f"e{i}").exists() for i in range(1, 5))   # nothing half-written
+
+    # an existing folder is never written into: the user's file stays as it was
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    b = _run(tmp_path, "b", seed=4)
+    with pytest.raises(SystemExit) as e:
+        main([str(a), str(b), "--out", str(mine)])
+    assert e.value.code == 2 and "exists" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"
