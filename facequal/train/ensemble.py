@@ -3,7 +3,9 @@
 Runs of one recipe that differ only in their seed disagree on held-out faces by more than the
 differences between recipes (``docs/training/dm025-v9/``). Averaging their logits in one graph
 keeps the student's contract (one 96 x 96 input, one sigmoid output), so the pipeline scores an
-ensemble like any other quality model; it costs one forward pass per member. Each member brings
+ensemble like any other quality model. The members are fused into one network of grouped
+convolutions (:func:`fuse`): two dm025 members cost about what one dm050 does on the CPU, a
+quarter less than running them one after the other. Each member brings
 the weights its run exported: the best validation step's when the run selected on validation,
 else the moving average, else the last step's. The ensemble is then calibrated and exported as
 a run's student is (:func:`facequal.train.trainer.finish`):
@@ -15,17 +17,19 @@ a run's student is (:func:`facequal.train.trainer.finish`):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from facequal.train.cache import TrainingCache
 from facequal.train.config import TrainConfig
-from facequal.train.nets import LightQNet
+from facequal.train.nets import INPUT_SIZE, LightQNet, fold_bn
 from facequal.train.trainer import BEST, CHECKPOINT, finish
 
 SUMMARY = "summary.json"
@@ -43,6 +47,57 @@ class LogitMean(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def fuse(members: Sequence[LightQNet]) -> LightQNet:
+    """One LightQNet computing the logit mean of ``members`` in a single pass (BN folded).
+
+    The members run side by side as groups of one wider network: the stem's filters are
+    stacked (all read the image), every later convolution becomes a grouped one whose groups
+    are the members' (so no member sees another's channels), and the head averages the pooled
+    features' logits, which is linear, so it is one fully connected layer. The result equals
+    :class:`LogitMean` up to float rounding, with half the operators of running them one by one.
+    """
+    folded = [fold_bn(m) for m in members]
+    n, fused = len(folded), copy.deepcopy(folded[0])
+    convs = [[mod for mod in f.modules() if isinstance(mod, nn.Conv2d)] for f in folded]
+    targets = [mod for mod in fused.modules() if isinstance(mod, nn.Conv2d)]
+    for i, (target, parts) in enumerate(zip(targets, zip(*convs, strict=True), strict=True)):
+        first = parts[0]
+        stem = i == 0  # the only convolution that reads the image, shared by every member
+        wide = nn.Conv2d(first.in_channels * (1 if stem else n), first.out_channels * n, first.kernel_size,
+                         stride=first.stride, padding=first.padding, groups=first.groups * (1 if stem else n),
+                         bias=True)
+        with torch.no_grad():
+            wide.weight.copy_(torch.cat([p.weight for p in parts]))
+            wide.bias.copy_(torch.cat([p.bias for p in parts]))
+        _replace(fused, target, wide)
+    head = nn.Linear(folded[0].fc.in_features * n, 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.cat([f.fc.weight for f in folded], dim=1) / n)
+        head.bias.copy_(torch.stack([f.fc.bias for f in folded]).mean(0))
+    fused.fc = head
+    return fused.eval()
+
+
+def _fusion_error(fused: nn.Module, mean: nn.Module, n: int = 8, seed: int = 0) -> float:
+    """Max |fused - mean| logit on random inputs; raises when the fusion is wrong."""
+    x = torch.from_numpy(np.random.default_rng(seed).uniform(-1, 1, (n, 3, INPUT_SIZE, INPUT_SIZE))
+                         .astype(np.float32))
+    with torch.no_grad():
+        err = float((fused(x) - mean(x)).abs().max())
+    if not err <= 1e-4:
+        raise AssertionError(f"the fused ensemble is {err} logits off the members' mean")
+    return err
+
+
+def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    for parent in root.modules():
+        for name, child in parent.named_children():
+            if child is old:
+                setattr(parent, name, new)
+                return
+    raise KeyError("module not found")
 
 
 def load_member(run_dir: str | Path) -> tuple[LightQNet, TrainConfig, dict[str, Any], str]:
@@ -90,7 +145,8 @@ def build(run_dirs: Sequence[str | Path], out_dir: str | Path, val_cache: str | 
         if abs(p["threshold"] - params["threshold"]) > THRESHOLD_TOLERANCE:
             raise ValueError(f"{d}: trained at teacher threshold {p['threshold']:.4f}, not "
                              f"{params['threshold']:.4f}: another recipe")
-    model = LogitMean([m[0] for m in members]).eval()
+    model = fuse([m[0] for m in members])
+    fusion_max_abs = _fusion_error(model, LogitMean([m[0] for m in members]).eval())
     name = f"facequal-lightqnet-dm{round(first_cfg.width * 100):03d}x{len(members)}"
     cfg = TrainConfig.from_dict({**first_cfg.to_dict(), "out_dir": str(out), "resume": False,
                                  "export_name": export_name or first_cfg.export_name})
@@ -100,6 +156,7 @@ def build(run_dirs: Sequence[str | Path], out_dir: str | Path, val_cache: str | 
     out.mkdir(parents=True)
     cache = TrainingCache.open(val_cache) if val_cache is not None else None
     summary = {"members": extra["ensemble"], "label_params": params, "out_dir": str(out),
+               "fusion_max_abs": fusion_max_abs,
                **finish(model, cfg, params, cache, torch.device("cpu"), training_extra=extra,
                         contract_name=name)}
     (out / SUMMARY).write_text(json.dumps(summary, indent=1, sort_keys=True, default=float), encoding="utf-8")

@@ -16,7 +16,9 @@ from test_train_trainer import synthetic_cache  # noqa: E402
 
 from facequal.contract import contract_from_onnx_metadata  # noqa: E402
 from facequal.train import TrainConfig, run  # noqa: E402
-from facequal.train.ensemble import build, main  # noqa: E402
+from facequal.train.ensemble import build, load_member, main  # noqa: E402
+from facequal.train.export import export_onnx  # noqa: E402
+from facequal.train.framing import student_contract  # noqa: E402
 from facequal.train.nets import LightQNet  # noqa: E402
 from facequal.train.trainer import CHECKPOINT  # noqa: E402
 
@@ -50,6 +52,18 @@ def test_ensemble_is_the_sigmoid_of_the_members_mean_logit(tmp_path: Path) -> No
     np.testing.assert_allclose(got, 1 / (1 + np.exp(-(za + zb) / 2)), atol=1e-5)
     # neither member alone: the two seeds' students really differ
     assert np.abs(got - 1 / (1 + np.exp(-za))).max() > 1e-3 and np.abs(got - 1 / (1 + np.exp(-zb))).max() > 1e-3
+
+    # one fused network: no more operators than a single member's graph, and the fusion checked
+    import onnx
+
+    def ops(path: str) -> int:
+        return len(onnx.load(path).graph.node)
+
+    single = export_onnx(load_member(a)[0], tmp_path / "one.onnx", student_contract(0.25))
+    assert ops(s["onnx"]) == ops(str(single)) and s["fusion_max_abs"] <= 1e-4
+    twice = build([a, a], tmp_path / "same")["onnx"]   # an ensemble of one run twice is that run
+    same = ort.InferenceSession(twice, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0][:, 0]
+    np.testing.assert_allclose(same, 1 / (1 + np.exp(-za)), atol=1e-5)
 
     meta = sess.get_modelmeta().custom_metadata_map
     contract = contract_from_onnx_metadata(meta)
