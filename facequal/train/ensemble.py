@@ -153,8 +153,8 @@ def build(run_dirs: Sequence[str | Path], out_dir: str | Path, val_cache: str | 
     extra = {"ensemble": [{"run": str(d), "seed": c.seed, "steps": c.steps, "weights": w}
                           for d, (_, c, _, w) in zip(run_dirs, members, strict=True)],
              "seed": [c.seed for _, c, _, _ in members], "weights": "logit mean of the members"}
+    cache = TrainingCache.open(val_cache) if val_cache is not None else None  # checked before any writing
     out.mkdir(parents=True)
-    cache = TrainingCache.open(val_cache) if val_cache is not None else None
     summary = {"members": extra["ensemble"], "label_params": params, "out_dir": str(out),
                "fusion_max_abs": fusion_max_abs,
                **finish(model, cfg, params, cache, torch.device("cpu"), training_extra=extra,

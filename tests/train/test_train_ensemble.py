@@ -87,7 +87,9 @@ def test_ensemble_refuses_bad_members_and_an_existing_folder(tmp_path: Path, cap
         build([a, wide], tmp_path / "e3")
     with pytest.raises(ValueError, match="not a training run"):
         build([a, tmp_path / "cache"], tmp_path / "e4")
-    assert not any((tmp_path / f"e{i}").exists() for i in range(1, 5))   # nothing half-written
+    with pytest.raises(ValueError, match="not a training cache"):
+        build([a, a], tmp_path / "e5", val_cache=tmp_path / "no-cache")
+    assert not any((tmp_path / f"e{i}").exists() for i in range(1, 6))   # nothing half-written
 
     # an existing folder is never written into: the user's file stays as it was
     mine = tmp_path / "mine"
