@@ -8,7 +8,8 @@ convolutions (:func:`fuse`): two dm025 members cost about what one dm050 does on
 quarter less than running them one after the other. Each member brings
 the weights its run exported: the best validation step's when the run selected on validation,
 else the moving average, else the last step's. The ensemble is then calibrated and exported as
-a run's student is (:func:`facequal.train.trainer.finish`):
+a run's student is (:func:`facequal.train.trainer.finish`), as ``lightqnet-dm025x2.onnx`` for two
+dm025 members:
 
     python -m facequal.train.ensemble runs/dm025-v9 runs/dm025-v9-seed1 \\
         --val-cache runs/cache3/val --out runs/dm025-v9-ens
@@ -149,7 +150,7 @@ def build(run_dirs: Sequence[str | Path], out_dir: str | Path, val_cache: str | 
     fusion_max_abs = _fusion_error(model, LogitMean([m[0] for m in members]).eval())
     name = f"facequal-lightqnet-dm{round(first_cfg.width * 100):03d}x{len(members)}"
     cfg = TrainConfig.from_dict({**first_cfg.to_dict(), "out_dir": str(out), "resume": False,
-                                 "export_name": export_name or first_cfg.export_name})
+                                 "export_name": export_name or f"{name.removeprefix('facequal-')}.onnx"})
     extra = {"ensemble": [{"run": str(d), "seed": c.seed, "steps": c.steps, "weights": w}
                           for d, (_, c, _, w) in zip(run_dirs, members, strict=True)],
              "seed": [c.seed for _, c, _, _ in members], "weights": "logit mean of the members"}
@@ -168,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="finished training run folders (two or more)")
     ap.add_argument("--out", type=Path, required=True, help="new folder for the ensemble")
     ap.add_argument("--val-cache", type=Path, default=None, help="calibrate on this validation cache")
-    ap.add_argument("--export-name", default=None, help="ONNX file name (default: the first run's)")
+    ap.add_argument("--export-name", default=None, help="ONNX file name (default: lightqnet-dmWWWxN.onnx)")
     args = ap.parse_args(argv)
     try:
         summary = build(args.runs, args.out, args.val_cache, args.export_name)

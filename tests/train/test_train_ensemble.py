@@ -44,6 +44,7 @@ def test_ensemble_is_the_sigmoid_of_the_members_mean_logit(tmp_path: Path) -> No
     a, b = _run(tmp_path, "a", seed=3), _run(tmp_path, "b", seed=4)
     s = build([a, b], tmp_path / "ens", val_cache=tmp_path / "cache")
     assert s["parity_max_abs"] <= 1e-5 and [m["seed"] for m in s["members"]] == [3, 4]
+    assert Path(s["onnx"]) == tmp_path / "ens" / "lightqnet-dm025x2.onnx"
 
     x = np.random.default_rng(1).uniform(-1, 1, (5, 3, 96, 96)).astype(np.float32)
     sess = ort.InferenceSession(s["onnx"], providers=["CPUExecutionProvider"])
