@@ -31,7 +31,7 @@ from torch import nn
 from facequal.train.cache import TrainingCache
 from facequal.train.config import TrainConfig
 from facequal.train.nets import INPUT_SIZE, LightQNet, fold_bn
-from facequal.train.trainer import BEST, CHECKPOINT, finish
+from facequal.train.trainer import BEST, CHECKPOINT, _write_json, finish
 
 SUMMARY = "summary.json"
 THRESHOLD_TOLERANCE = 2e-3  # members' teacher thresholds may differ this much (cosine)
@@ -135,6 +135,8 @@ def build(run_dirs: Sequence[str | Path], out_dir: str | Path, val_cache: str | 
     if len(run_dirs) < 2:
         raise ValueError("an ensemble needs two or more runs")
     out = Path(out_dir)
+    if export_name is not None and (Path(export_name).name != export_name or not export_name.endswith(".onnx")):
+        raise ValueError(f"export name {export_name!r}: a file name ending in .onnx, without folders")
     if out.exists():
         raise ValueError(f"{out}: exists; the ensemble goes to a new folder")
     members = [load_member(d) for d in run_dirs]
@@ -160,7 +162,7 @@ def build(run_dirs: Sequence[str | Path], out_dir: str | Path, val_cache: str | 
                "fusion_max_abs": fusion_max_abs,
                **finish(model, cfg, params, cache, torch.device("cpu"), training_extra=extra,
                         contract_name=name)}
-    (out / SUMMARY).write_text(json.dumps(summary, indent=1, sort_keys=True, default=float), encoding="utf-8")
+    _write_json(out / SUMMARY, summary)
     return summary
 
 

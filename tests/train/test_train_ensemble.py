@@ -88,6 +88,8 @@ def test_ensemble_refuses_bad_members_and_an_existing_folder(tmp_path: Path, cap
         build([a, wide], tmp_path / "e3")
     with pytest.raises(ValueError, match="not a training run"):
         build([a, tmp_path / "cache"], tmp_path / "e4")
+    with pytest.raises(ValueError, match="without folders"):
+        build([a, a], tmp_path / "e5", export_name="../outside.onnx")
     with pytest.raises(ValueError, match="not a training cache"):
         build([a, a], tmp_path / "e5", val_cache=tmp_path / "no-cache")
     assert not any((tmp_path / f"e{i}").exists() for i in range(1, 6))   # nothing half-written
