@@ -32,6 +32,11 @@ class TrainConfig:
     that many folds, branch f never trains on fold f, and a sample's distillation target comes
     from the branch of its own fold.
 
+    Seed-ensemble distillation: ``quality_teacher`` names a finished quality model (an ONNX file
+    with the student's framing, such as a :mod:`facequal.train.ensemble` of earlier runs); its
+    outputs on every training crop, computed once when the run opens, are a further Bernoulli-KL
+    target for the student, weighted by ``quality_teacher_lam``.
+
     Averaging: ``ema_decay`` keeps an exponential moving average of the student's weights
     (:mod:`facequal.train.ema`). Validation then scores both the raw and the averaged weights
     (``ema_val_*`` in the log), ``select_on`` picks the better of the two at the best step, and
@@ -76,6 +81,11 @@ class TrainConfig:
     ema_decay: float | None = None
     # student-only online augmentation: probability per side of a random border band
     online_bands: float = 0.0
+    # a finished quality model (ONNX with the student's framing, e.g. a seed ensemble from
+    # facequal.train.ensemble) whose outputs on the training crops are one more distillation
+    # target, weighted by quality_teacher_lam (Bernoulli KL, reduced like the branch's)
+    quality_teacher: str | None = None
+    quality_teacher_lam: float = 0.0
     # housekeeping
     seed: int = 0
     device: str = "auto"
@@ -118,6 +128,12 @@ class TrainConfig:
             raise ValueError("checkpoint_every and log_every must be positive")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), not {self.ema_decay}")
+        if (self.quality_teacher is None) != (self.quality_teacher_lam == 0):
+            raise ValueError("quality_teacher and a positive quality_teacher_lam go together")
+        if self.quality_teacher_lam < 0:
+            raise ValueError("quality_teacher_lam must not be negative")
+        if self.quality_teacher is not None and (self.online_bands > 0 or self.mode == "branch"):
+            raise ValueError("quality_teacher scores the cached crops: not with online_bands or mode 'branch'")
         if self.select_on is not None:
             if self.select_on not in SELECT_ON:
                 raise ValueError(f"select_on must be one of {sorted(SELECT_ON)}, not {self.select_on!r}")

@@ -121,6 +121,33 @@ def label_parameters(cache: TrainingCache, rows: np.ndarray, cfg: TrainConfig) -
     return params
 
 
+def quality_teacher_logits(model: str, cache: TrainingCache, rows: np.ndarray, contract: Contract,
+                           block: int = 4096) -> np.ndarray:
+    """The logits of a finished quality model on the cache's student crops at ``rows`` (NaN
+    elsewhere), for ``cfg.quality_teacher``. The model must frame faces as the student does.
+    Read a block of crops at a time, so a large cache is never loaded whole."""
+    from facequal.models.zoo import OnnxModel, resolve_model
+
+    try:
+        spec = resolve_model(model)
+    except (OSError, ValueError) as e:   # ModelError is a ValueError: one line, before any training
+        raise ValueError(f"quality_teacher {model}: {e}") from None
+    theirs = spec.contract
+    framing = ("layout", "color", "mean", "std", "landmarks", "template", "warp_size", "crop_size", "resize")
+    differs = [k for k in framing if getattr(theirs, k) != getattr(contract, k)]
+    if theirs.task != "quality" or theirs.output != "sigmoid" or differs:
+        raise ValueError(f"quality_teacher {model}: not a sigmoid quality model with the student's framing "
+                         f"(differs in {differs or ['task or output']})")
+    session = OnnxModel(spec, threads=0, batch_size=256)
+    z = np.full(cache.n, np.nan, np.float32)
+    todo = np.sort(np.asarray(rows))
+    for i in range(0, len(todo), block):
+        r = todo[i:i + block]
+        p = np.clip(session.quality(np.asarray(cache.crops_student[r]))[1].astype(np.float64), 1e-6, 1 - 1e-6)
+        z[r] = np.log(p) - np.log1p(-p)
+    return z
+
+
 def identity_folds(identity: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """A fold number per row: identities are shuffled (seeded) and dealt into ``n_folds`` folds."""
     identity = np.asarray(identity)
@@ -265,8 +292,10 @@ def _trim_log(path: Path, before_step: int) -> None:
 
 def train_step(state: _State, cfg: TrainConfig, params: Mapping[str, Any], x: torch.Tensor, emb: torch.Tensor,
                feat: torch.Tensor, identity: torch.Tensor, image: torch.Tensor,
-               fold: torch.Tensor) -> dict[str, float]:
-    """One optimisation step of Eq. 5 (or its ablations); returns the loss terms."""
+               fold: torch.Tensor, teacher_z: torch.Tensor | None = None) -> dict[str, float]:
+    """One optimisation step of Eq. 5 (or its ablations); returns the loss terms.
+
+    ``teacher_z``: the quality teacher's logits for the batch (``cfg.quality_teacher``), or None."""
     cos = losses.cosine_matrix(emb)
     mask = losses.pair_mask(identity, image, cfg.same_image_pairs)
     if cfg.label == "regression":
@@ -302,6 +331,10 @@ def train_step(state: _State, cfg: TrainConfig, params: Mapping[str, Any], x: to
             kl = losses.bernoulli_kl(target, z, cfg.kl_reduction)
             total = total + cfg.lam * kl
             out["kl"] = float(kl.detach())
+    if teacher_z is not None and z is not None:
+        kl_t = losses.bernoulli_kl(teacher_z, z, cfg.kl_reduction)
+        total = total + cfg.quality_teacher_lam * kl_t
+        out["kl_teacher"] = float(kl_t.detach())
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
     state.optimizer.step()
@@ -337,6 +370,8 @@ class _Run:
             raise ValueError(f"cache crops are {self.cache.crops_student.shape[1:3]}, "
                              f"the student takes {self.contract.crop_size}")
         self.val_cache = TrainingCache.open(cfg.val_cache) if cfg.val_cache else None
+        self.teacher_z = (quality_teacher_logits(cfg.quality_teacher, self.cache, self.rows, self.contract)
+                          if cfg.quality_teacher else None)
         self.ckpt_path = self.out_dir / CHECKPOINT
         self.best_path = self.out_dir / BEST
         self.best: dict[str, Any] = {}
@@ -401,7 +436,8 @@ class _Run:
 
         return (to_input(crops, self.contract, device, cfg.channels_last), tensor(cache.emb[r], np.float32),
                 tensor(cache.feat[r], np.float32), tensor(cache.identity[r], np.int64),
-                tensor(cache.image[r], np.int64), tensor(self.folds[r], self.folds.dtype))
+                tensor(cache.image[r], np.int64), tensor(self.folds[r], self.folds.dtype),
+                None if self.teacher_z is None else tensor(self.teacher_z[r], np.float32))
 
     def validate(self) -> dict[str, Any]:
         """The validation numbers of the current weights (and of their average, ``ema_*``)."""
@@ -545,6 +581,8 @@ def finish(student: torch.nn.Module, cfg: TrainConfig, params: Mapping[str, Any]
         "weights": weights if weights == "raw" else f"ema (decay {cfg.ema_decay})",
         "batch": f"{cfg.p}x{cfg.k}", "lr": cfg.lr, "width": cfg.width, "seed": cfg.seed,
         "teacher": "dlib_face_recognition_resnet_model_v1", "data": cfg.data_description,
+        **({"quality_teacher": cfg.quality_teacher, "quality_teacher_lam": cfg.quality_teacher_lam}
+           if cfg.quality_teacher else {}),
         **(training_extra or {}),
     }
     full = student_contract(cfg.width, calibration=calibration, name=contract_name)

@@ -103,3 +103,38 @@ def test_ensemble_refuses_bad_members_and_an_existing_folder(tmp_path: Path, cap
         main([str(a), str(b), "--out", str(mine)])
     assert e.value.code == 2 and "exists" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"
+
+
+def test_a_run_distils_from_an_ensemble_and_resumes_exactly(tmp_path: Path) -> None:
+    """``quality_teacher``: a finished model's logits on the training crops are one more KL
+    target; the term is logged, moves the weights, survives a resume, and is in the metadata."""
+    synthetic_cache(tmp_path / "cache")
+    a, b = _run(tmp_path, "a", seed=3), _run(tmp_path, "b", seed=4)
+    teacher = build([a, b], tmp_path / "ens")["onnx"]
+    kw = dict(quality_teacher=teacher, quality_teacher_lam=5.0)
+    plain = _run(tmp_path, "plain", seed=5)
+    straight = _run(tmp_path, "straight", seed=5, **kw)
+    log = [json.loads(x) for x in (straight / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(e["kl_teacher"]) and e["kl_teacher"] >= 0 for e in log)
+    assert "kl_teacher" not in json.loads((plain / "log.jsonl").read_text().splitlines()[0])
+    w_plain, w_straight = (torch.load(r / CHECKPOINT, weights_only=True)["student"] for r in (plain, straight))
+    assert any(not torch.equal(w_plain[k], w_straight[k]) for k in w_plain)   # the term acts
+
+    _run(tmp_path, "resumed", seed=5, max_steps_this_run=2, **kw)
+    resumed = _run(tmp_path, "resumed", seed=5, resume=True, export=True, calibrate=False, **kw)
+    w_resumed = torch.load(resumed / CHECKPOINT, weights_only=True)["student"]
+    assert all(torch.equal(w_straight[k], w_resumed[k]) for k in w_straight)
+    meta = ort.InferenceSession(str(resumed / "lightqnet.onnx"), providers=["CPUExecutionProvider"])
+    training = json.loads(meta.get_modelmeta().custom_metadata_map["facequal.training"])
+    assert training["quality_teacher"] == teacher and training["quality_teacher_lam"] == 5.0
+
+
+def test_quality_teacher_settings_are_checked_before_training(tmp_path: Path) -> None:
+    synthetic_cache(tmp_path / "cache")
+    with pytest.raises(ValueError, match="go together"):
+        _run(tmp_path, "x", seed=3, quality_teacher_lam=1.0)
+    with pytest.raises(ValueError, match="online_bands"):
+        _run(tmp_path, "x", seed=3, quality_teacher="lightqnet-dm025", quality_teacher_lam=1.0, online_bands=0.5)
+    with pytest.raises(ValueError, match="quality_teacher .*nothing-here.onnx"):
+        _run(tmp_path, "x", seed=3, quality_teacher=str(tmp_path / "nothing-here.onnx"), quality_teacher_lam=1.0)
+    assert not (tmp_path / "x").exists()
