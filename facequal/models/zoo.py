@@ -21,7 +21,7 @@ from facequal.contract import Contract, ContractError, contract_from_onnx_metada
 from facequal.errors import ModelError
 from facequal.options import BATCH_SIZE
 
-DEFAULT_QUALITY_MODEL = "lightqnet-dm025"  # chosen on validation: see MODEL_CARD.md
+DEFAULT_QUALITY_MODEL = "lightqnet-dm025x4"  # chosen on validation: see MODEL_CARD.md
 DEFAULT_EMBEDDING_MODEL = "dlib-resnet-v1"
 CONVERT_BLOCK = 16  # crops converted to the model's input at once (a group's faces; see OnnxModel.run)
 
