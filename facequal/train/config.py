@@ -48,6 +48,7 @@ class TrainConfig:
     val_cache: str | None = None
     # network
     width: float = 1.0
+    stem_stride: int = 1  # 2: the stem halves the resolution (a quarter of the cost; not the paper's)
     # batches
     steps: int = 20000
     p: int = 16
@@ -120,6 +121,8 @@ class TrainConfig:
             raise ValueError("kl_reduction must be 'mean' or 'sum'")
         if not 0 < self.width <= 2:
             raise ValueError(f"width {self.width} out of range")
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, not {self.stem_stride!r}")
         if self.steps < 1 or self.p < 1 or self.k < 1:
             raise ValueError("steps, p and k must be positive")
         if any(not 0 < f < 1 for f in self.lr_milestones):

@@ -30,6 +30,7 @@ from torch import nn
 
 from facequal.train.cache import TrainingCache
 from facequal.train.config import TrainConfig
+from facequal.train.framing import model_name
 from facequal.train.nets import INPUT_SIZE, LightQNet, fold_bn
 from facequal.train.trainer import BEST, CHECKPOINT, _write_json, finish
 
@@ -115,7 +116,7 @@ def load_member(run_dir: str | Path) -> tuple[LightQNet, TrainConfig, dict[str, 
         raise ValueError(f"{run_dir}: not a training run ({e})") from None
     if int(ckpt["step"]) < cfg.steps:
         raise ValueError(f"{run_dir}: the run stopped at step {int(ckpt['step'])} of {cfg.steps}")
-    student = LightQNet(cfg.width)
+    student = LightQNet(cfg.width, cfg.stem_stride)
     if cfg.select_on and (run_dir / BEST).is_file():
         state, weights = torch.load(run_dir / BEST, map_location="cpu", weights_only=True), "best"
         student.load_state_dict(state["student"])
@@ -144,13 +145,15 @@ def build(run_dirs: Sequence[str | Path], out_dir: str | Path, val_cache: str | 
     for d, (_, cfg, p, _) in zip(run_dirs, members, strict=True):
         if cfg.width != first_cfg.width:
             raise ValueError(f"{d}: width {cfg.width}, not {first_cfg.width} like {run_dirs[0]}")
+        if cfg.stem_stride != first_cfg.stem_stride:
+            raise ValueError(f"{d}: stem stride {cfg.stem_stride}, not {first_cfg.stem_stride} like {run_dirs[0]}")
         # the threshold is estimated from a seeded sample of impostor pairs: seeds move it a little
         if abs(p["threshold"] - params["threshold"]) > THRESHOLD_TOLERANCE:
             raise ValueError(f"{d}: trained at teacher threshold {p['threshold']:.4f}, not "
                              f"{params['threshold']:.4f}: another recipe")
     model = fuse([m[0] for m in members])
     fusion_max_abs = _fusion_error(model, LogitMean([m[0] for m in members]).eval())
-    name = f"facequal-lightqnet-dm{round(first_cfg.width * 100):03d}x{len(members)}"
+    name = model_name(first_cfg.width, first_cfg.stem_stride, len(members))
     cfg = TrainConfig.from_dict({**first_cfg.to_dict(), "out_dir": str(out), "resume": False,
                                  "export_name": export_name or f"{name.removeprefix('facequal-')}.onnx"})
     extra = {"ensemble": [{"run": str(d), "seed": c.seed, "steps": c.steps, "weights": w}

@@ -33,15 +33,22 @@ STUDENT_MEAN = (127.5, 127.5, 127.5)
 STUDENT_STD = (128.0, 128.0, 128.0)
 
 
+def model_name(width: float, stem_stride: int = 1, members: int = 1) -> str:
+    """``facequal-lightqnet-dm025``, ``...-dm025s2``, ``...-dm025x4``: width, stem, ensemble size."""
+    return (f"facequal-lightqnet-dm{round(width * 100):03d}" + ("s2" if stem_stride == 2 else "")
+            + (f"x{members}" if members > 1 else ""))
+
+
 def student_contract(width: float = 1.0, *, calibration: dict[str, list[float]] | None = None,
-                     extra: dict | None = None, name: str | None = None) -> Contract:
+                     extra: dict | None = None, name: str | None = None, stem_stride: int = 1) -> Contract:
     """The contract of our LightQNet: ArcFace five-point framing at 96 px, NCHW RGB, sigmoid output.
 
     The output ``quality`` [N, 1] is the sigmoid probability (``output="sigmoid"``); the optional
-    ``calibration`` maps it to the calibrated quality.
+    ``calibration`` maps it to the calibrated quality. The default name says the width, and
+    ``s2`` after it for a stride-2 stem (``facequal-lightqnet-dm025s2``).
     """
     return Contract(
-        name=name or f"facequal-lightqnet-dm{round(width * 100):03d}",
+        name=name or model_name(width, stem_stride),
         task="quality",
         input_name="input",
         output_name="quality",

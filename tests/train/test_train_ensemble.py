@@ -80,12 +80,15 @@ def test_ensemble_refuses_bad_members_and_an_existing_folder(tmp_path: Path, cap
     a = _run(tmp_path, "a", seed=3)
     short = _run(tmp_path, "short", seed=4, max_steps_this_run=2)
     wide = _run(tmp_path, "wide", seed=5, width=0.5)
+    strided = _run(tmp_path, "strided", seed=6, stem_stride=2)
     with pytest.raises(ValueError, match="two or more"):
         build([a], tmp_path / "e1")
     with pytest.raises(ValueError, match="stopped at step 2 of 4"):
         build([a, short], tmp_path / "e2")
     with pytest.raises(ValueError, match="width"):
         build([a, wide], tmp_path / "e3")
+    with pytest.raises(ValueError, match="stem stride 2, not 1"):
+        build([a, strided], tmp_path / "e3")
     with pytest.raises(ValueError, match="not a training run"):
         build([a, tmp_path / "cache"], tmp_path / "e4")
     with pytest.raises(ValueError, match="without folders"):
@@ -103,6 +106,20 @@ def test_ensemble_refuses_bad_members_and_an_existing_folder(tmp_path: Path, cap
         main([str(a), str(b), "--out", str(mine)])
     assert e.value.code == 2 and "exists" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"
+
+
+def test_an_ensemble_of_stride_2_stems_is_named_and_built_as_such(tmp_path: Path) -> None:
+    synthetic_cache(tmp_path / "cache")
+    a, b = (_run(tmp_path, n, seed=s, stem_stride=2) for n, s in (("a", 1), ("b", 2)))
+    s = build([a, b], tmp_path / "ens")
+    assert Path(s["onnx"]).name == "lightqnet-dm025s2x2.onnx" and s["parity_max_abs"] <= 1e-5
+    meta = ort.InferenceSession(s["onnx"], providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert contract_from_onnx_metadata(meta).name == "facequal-lightqnet-dm025s2x2"
+    assert json.loads(meta["facequal.training"])["stem_stride"] == 2
+    import onnx
+
+    stem = next(n for n in onnx.load(s["onnx"]).graph.node if n.op_type == "Conv")
+    assert [a.ints for a in stem.attribute if a.name == "strides"] == [[2, 2]]
 
 
 def test_a_run_distils_from_an_ensemble_and_resumes_exactly(tmp_path: Path) -> None:

@@ -49,6 +49,18 @@ def test_architecture_facts() -> None:
     assert feats.shape == (1, 576, 6, 6)                   # 6x6 average pool at 96x96
 
 
+def test_a_stride_2_stem_quarters_the_cost_and_keeps_the_parameters() -> None:
+    """stem_stride=2 (the dm025s2 recipe): same weights, every layer after the stem on a quarter
+    of the pixels, 3x3 pooling at 96x96; anything else is refused."""
+    one, two = fold_bn(LightQNet(0.25)), fold_bn(LightQNet(0.25, stem_stride=2))
+    assert count_parameters(two) == count_parameters(one) == REFERENCE[0.25][0]
+    assert count_macs(two) == pytest.approx(count_macs(one) / 4, rel=0.01)
+    assert two.features(torch.zeros(1, 3, 96, 96)).shape == (1, 144, 3, 3)
+    assert two(torch.zeros(2, 3, 96, 96)).shape == (2,)
+    with pytest.raises(ValueError, match="stem_stride"):
+        LightQNet(0.25, stem_stride=3)
+
+
 def test_forward_returns_logits_and_folding_is_exact() -> None:
     torch.manual_seed(0)
     net = LightQNet(0.5)
