@@ -47,7 +47,7 @@ def main() -> int:
     if not det.exists():
         api.score([str(data / "lfw")], str(det), model="lightqnet-dm100", jobs=jobs, faces=a.faces)
     sources = [f"ours-dm100={det}"]
-    for name in ("dm050", "dm025", "dm025x4"):
+    for name in ("dm050", "dm025", "dm025x4", "dm025s2x4"):
         out = work / f"lfw-ours-{name}.parquet"
         if not out.exists():
             api.score([], str(out), from_scores=str(det), model=f"lightqnet-{name}", jobs=jobs)
