@@ -49,6 +49,7 @@ class TrainConfig:
     # network
     width: float = 1.0
     stem_stride: int = 1  # 2: the stem halves the resolution (a quarter of the cost; not the paper's)
+    stem_channels: int | None = None  # filters of the stem alone; None: the width's (8 at 0.25)
     # batches
     steps: int = 20000
     p: int = 16
@@ -123,6 +124,9 @@ class TrainConfig:
             raise ValueError(f"width {self.width} out of range")
         if self.stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, not {self.stem_stride!r}")
+        if self.stem_channels is not None and not (isinstance(self.stem_channels, int)
+                                                   and 8 <= self.stem_channels <= 64 and self.stem_channels % 8 == 0):
+            raise ValueError(f"stem_channels must be a multiple of 8 from 8 to 64, not {self.stem_channels!r}")
         if self.steps < 1 or self.p < 1 or self.k < 1:
             raise ValueError("steps, p and k must be positive")
         if any(not 0 < f < 1 for f in self.lr_milestones):

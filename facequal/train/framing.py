@@ -33,14 +33,16 @@ STUDENT_MEAN = (127.5, 127.5, 127.5)
 STUDENT_STD = (128.0, 128.0, 128.0)
 
 
-def model_name(width: float, stem_stride: int = 1, members: int = 1) -> str:
-    """``facequal-lightqnet-dm025``, ``...-dm025s2``, ``...-dm025x4``: width, stem, ensemble size."""
+def model_name(width: float, stem_stride: int = 1, members: int = 1, stem_channels: int | None = None) -> str:
+    """``facequal-lightqnet-dm025``, ``...-dm025s2``, ``...-dm025s2c16``, ``...-dm025x4``: width,
+    stem stride, stem filters when not the width's, ensemble size."""
     return (f"facequal-lightqnet-dm{round(width * 100):03d}" + ("s2" if stem_stride == 2 else "")
-            + (f"x{members}" if members > 1 else ""))
+            + (f"c{stem_channels}" if stem_channels else "") + (f"x{members}" if members > 1 else ""))
 
 
 def student_contract(width: float = 1.0, *, calibration: dict[str, list[float]] | None = None,
-                     extra: dict | None = None, name: str | None = None, stem_stride: int = 1) -> Contract:
+                     extra: dict | None = None, name: str | None = None, stem_stride: int = 1,
+                     stem_channels: int | None = None) -> Contract:
     """The contract of our LightQNet: ArcFace five-point framing at 96 px, NCHW RGB, sigmoid output.
 
     The output ``quality`` [N, 1] is the sigmoid probability (``output="sigmoid"``); the optional
@@ -48,7 +50,7 @@ def student_contract(width: float = 1.0, *, calibration: dict[str, list[float]] 
     ``s2`` after it for a stride-2 stem (``facequal-lightqnet-dm025s2``).
     """
     return Contract(
-        name=name or model_name(width, stem_stride),
+        name=name or model_name(width, stem_stride, stem_channels=stem_channels),
         task="quality",
         input_name="input",
         output_name="quality",

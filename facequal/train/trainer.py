@@ -245,7 +245,7 @@ class _State:
 
     def __init__(self, cfg: TrainConfig, feat_shape: tuple[int, ...], device: torch.device) -> None:
         torch.manual_seed(cfg.seed)
-        self.student = LightQNet(cfg.width, cfg.stem_stride).to(device)
+        self.student = LightQNet(cfg.width, cfg.stem_stride, cfg.stem_channels).to(device)
         if cfg.channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
         if cfg.branch_pool == "avg" or len(feat_shape) == 1:
@@ -365,7 +365,7 @@ class _Run:
         self.device = resolve_device(cfg.device)
         self.cache = TrainingCache.open(cfg.cache)
         self.rows = training_rows(self.cache, cfg.variants)
-        self.contract = student_contract(cfg.width, stem_stride=cfg.stem_stride)
+        self.contract = student_contract(cfg.width, stem_stride=cfg.stem_stride, stem_channels=cfg.stem_channels)
         if tuple(self.cache.crops_student.shape[1:3]) != tuple(self.contract.crop_size[::-1]):
             raise ValueError(f"cache crops are {self.cache.crops_student.shape[1:3]}, "
                              f"the student takes {self.contract.crop_size}")
@@ -552,7 +552,8 @@ def finish(student: torch.nn.Module, cfg: TrainConfig, params: Mapping[str, Any]
     from facequal.train.export import export_onnx, onnx_parity
 
     out_dir = Path(cfg.out_dir)
-    contract = student_contract(cfg.width, name=contract_name, stem_stride=cfg.stem_stride)
+    contract = student_contract(cfg.width, name=contract_name, stem_stride=cfg.stem_stride,
+                                stem_channels=cfg.stem_channels)
     result: dict[str, Any] = {}
     calibration = None
     if val_cache is not None and cfg.calibrate:
@@ -580,6 +581,7 @@ def finish(student: torch.nn.Module, cfg: TrainConfig, params: Mapping[str, Any]
         "steps_budget": cfg.steps, "selected_on": cfg.select_on,
         "weights": weights if weights == "raw" else f"ema (decay {cfg.ema_decay})",
         "batch": f"{cfg.p}x{cfg.k}", "lr": cfg.lr, "width": cfg.width, "stem_stride": cfg.stem_stride,
+        **({"stem_channels": cfg.stem_channels} if cfg.stem_channels else {}),
         "seed": cfg.seed,
         "teacher": "dlib_face_recognition_resnet_model_v1", "data": cfg.data_description,
         **({"quality_teacher": cfg.quality_teacher, "quality_teacher_lam": cfg.quality_teacher_lam}
@@ -587,7 +589,7 @@ def finish(student: torch.nn.Module, cfg: TrainConfig, params: Mapping[str, Any]
         **(training_extra or {}),
     }
     full = student_contract(cfg.width, calibration=calibration, name=contract_name,
-                            stem_stride=cfg.stem_stride)
+                            stem_stride=cfg.stem_stride, stem_channels=cfg.stem_channels)
     path = export_onnx(copy.deepcopy(student).cpu(), out_dir / cfg.export_name, full, training)
     result["onnx"] = str(path)
     result["parity_max_abs"] = onnx_parity(student.cpu(), path)

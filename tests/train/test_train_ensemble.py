@@ -16,7 +16,7 @@ from test_train_trainer import synthetic_cache  # noqa: E402
 
 from facequal.contract import contract_from_onnx_metadata  # noqa: E402
 from facequal.train import TrainConfig, run  # noqa: E402
-from facequal.train.ensemble import build, load_member, main  # noqa: E402
+from facequal.train.ensemble import FlipMean, build, load_member, main  # noqa: E402
 from facequal.train.export import export_onnx  # noqa: E402
 from facequal.train.framing import student_contract  # noqa: E402
 from facequal.train.nets import LightQNet  # noqa: E402
@@ -81,8 +81,11 @@ def test_ensemble_refuses_bad_members_and_an_existing_folder(tmp_path: Path, cap
     short = _run(tmp_path, "short", seed=4, max_steps_this_run=2)
     wide = _run(tmp_path, "wide", seed=5, width=0.5)
     strided = _run(tmp_path, "strided", seed=6, stem_stride=2)
+    wide_stem = _run(tmp_path, "wide-stem", seed=7, stem_stride=2, stem_channels=16)
     with pytest.raises(ValueError, match="two or more"):
         build([a], tmp_path / "e1")
+    with pytest.raises(ValueError, match="stem channels 16, not None"):
+        build([strided, wide_stem], tmp_path / "e3")
     with pytest.raises(ValueError, match="stopped at step 2 of 4"):
         build([a, short], tmp_path / "e2")
     with pytest.raises(ValueError, match="width"):
@@ -120,6 +123,41 @@ def test_an_ensemble_of_stride_2_stems_is_named_and_built_as_such(tmp_path: Path
 
     stem = next(n for n in onnx.load(s["onnx"]).graph.node if n.op_type == "Conv")
     assert [a.ints for a in stem.attribute if a.name == "strides"] == [[2, 2]]
+
+
+def test_flip_averaging_scores_a_face_and_its_mirror_alike(tmp_path: Path) -> None:
+    """``FlipMean`` in the exported graph: the sigmoid of the mean logit over each crop and its
+    left-right mirror, so a mirrored photo gets the same score (the network alone does not)."""
+    torch.manual_seed(0)
+    net = LightQNet(0.25)
+    torch.nn.init.normal_(net.fc.weight, std=300.0)   # untrained pooled features are tiny: scale them up
+    x = np.random.default_rng(2).uniform(-1, 1, (5, 3, 96, 96)).astype(np.float32)
+    x[:, :, :, :48] *= 0.2   # left and right halves differ
+    mirror = np.ascontiguousarray(x[..., ::-1])
+    with torch.no_grad():
+        z, z_m = (net.eval()(torch.from_numpy(v)).numpy() for v in (x, mirror))
+    assert np.abs(z - z_m).max() > 0.1
+    path = export_onnx(FlipMean(net), tmp_path / "flip.onnx", student_contract(0.25))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got, got_m = (sess.run(None, {"input": v})[0][:, 0] for v in (x, mirror))
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-(z + z_m) / 2)), atol=1e-5)
+    np.testing.assert_allclose(got, got_m, atol=1e-6)
+    assert sess.run(None, {"input": x[:1]})[0].shape == (1, 1)   # any batch size, one row each
+
+
+def test_a_flip_averaged_ensemble_is_named_and_one_run_is_enough(tmp_path: Path) -> None:
+    synthetic_cache(tmp_path / "cache")
+    a, b = _run(tmp_path, "a", seed=3), _run(tmp_path, "b", seed=4)
+    one = build([a], tmp_path / "one", flip_average=True)
+    assert Path(one["onnx"]).name == "lightqnet-dm025f.onnx" and one["parity_max_abs"] <= 1e-5
+    two = build([a, b], tmp_path / "two", val_cache=tmp_path / "cache", flip_average=True)
+    meta = ort.InferenceSession(two["onnx"], providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    assert contract_from_onnx_metadata(meta).name == "facequal-lightqnet-dm025x2f"
+    training = json.loads(meta["facequal.training"])
+    assert training["flip_average"] is True and training["seed"] == [3, 4]
+    with pytest.raises(SystemExit):
+        main([str(a), "--out", str(tmp_path / "no-flip")])   # one run needs --flip-average
+    assert not (tmp_path / "no-flip").exists()
 
 
 def test_a_run_distils_from_an_ensemble_and_resumes_exactly(tmp_path: Path) -> None:

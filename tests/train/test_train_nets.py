@@ -6,6 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'facequal[train]')")
 
+from facequal.train.framing import model_name  # noqa: E402
 from facequal.train.nets import (  # noqa: E402
     BranchNet,
     LightQNet,
@@ -59,6 +60,21 @@ def test_a_stride_2_stem_quarters_the_cost_and_keeps_the_parameters() -> None:
     assert two(torch.zeros(2, 3, 96, 96)).shape == (2,)
     with pytest.raises(ValueError, match="stem_stride"):
         LightQNet(0.25, stem_stride=3)
+
+
+def test_a_wider_stem_changes_the_stem_alone() -> None:
+    """stem_channels=16 (the dm025s2c16 recipe): the stem's 8 filters become 16, the first block
+    follows (it reads the stem), every later layer is the width's; bad counts are refused."""
+    base, wide = fold_bn(LightQNet(0.25, stem_stride=2)), fold_bn(LightQNet(0.25, stem_stride=2, stem_channels=16))
+    convs = [[m for m in n.modules() if isinstance(m, torch.nn.Conv2d)] for n in (base, wide)]
+    assert (convs[0][0].out_channels, convs[1][0].out_channels) == (8, 16)
+    assert [c.weight.shape for c in convs[0][3:]] == [c.weight.shape for c in convs[1][3:]]
+    assert count_macs(base) < count_macs(wide) < 1.4 * count_macs(base)
+    assert wide(torch.zeros(2, 3, 96, 96)).shape == (2,)
+    assert model_name(0.25, 2, 4, 16) == "facequal-lightqnet-dm025s2c16x4"
+    for bad in (4, 12, 72, 16.0):
+        with pytest.raises(ValueError, match="stem_channels"):
+            LightQNet(0.25, stem_stride=2, stem_channels=bad)
 
 
 def test_forward_returns_logits_and_folding_is_exact() -> None:

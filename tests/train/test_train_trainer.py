@@ -149,6 +149,8 @@ def test_select_on_validation_exports_the_best_step(tmp_path: Path) -> None:
         TrainConfig(cache="c", out_dir="o", select_on="val_pair_auc")  # no validation cache
     with pytest.raises(ValueError, match="stem_stride must be 1 or 2"):
         TrainConfig(cache="c", out_dir="o", stem_stride=4)
+    with pytest.raises(ValueError, match="stem_channels must be a multiple of 8"):
+        TrainConfig(cache="c", out_dir="o", stem_channels=20)
 
 
 def test_weight_ema_averages_parameters_and_batchnorm_statistics() -> None:
