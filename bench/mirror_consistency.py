@@ -20,29 +20,13 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def mirror_gaps(model: str, crops: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Calibrated quality of ``crops`` (uint8 [N, H, W, 3] RGB) and of their mirror images."""
-    import onnxruntime as ort
+def mirror_gaps(model: str, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated quality of ``crops`` (uint8 [N, H, W, 3] RGB) and of their mirror images, from
+    the pipeline's own model wrapper (its input conversion, batching and calibration map)."""
+    from facequal.models.zoo import OnnxModel, resolve_model
 
-    from facequal.contract import contract_from_onnx_metadata
-    from facequal.models.zoo import resolve_model
-
-    path = model if model.endswith(".onnx") else str(resolve_model(model).path)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    contract = contract_from_onnx_metadata(sess.get_modelmeta().custom_metadata_map)
-    if contract.layout != "NCHW" or contract.color != "RGB":
-        raise SystemExit(f"{model}: expects {contract.layout} {contract.color}; this bench feeds NCHW RGB")
-    mean = np.asarray(contract.mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(contract.std, np.float32).reshape(1, 3, 1, 1)
-
-    def quality(x: np.ndarray) -> np.ndarray:
-        raw = []
-        for i in range(0, len(x), batch):
-            t = (x[i:i + batch].transpose(0, 3, 1, 2).astype(np.float32) - mean) / std
-            raw.append(sess.run(None, {contract.input_name: np.ascontiguousarray(t)})[0].reshape(-1))
-        return contract.calibrate(np.concatenate(raw))
-
-    return quality(crops), quality(crops[:, :, ::-1])
+    q, _ = OnnxModel(resolve_model(model)).quality(np.concatenate([crops, crops[:, :, ::-1]]))
+    return q[:len(crops)], q[len(crops):]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,12 @@ MODES = ("distill", "student", "branch")
 SELECT_ON = {"val_pair_auc": True, "val_idq": False}
 
 
+def check_stem_channels(value: Any) -> None:
+    """Raise ValueError unless ``value`` is None (the width's stem) or a multiple of 8 from 8 to 64."""
+    if value is not None and not (isinstance(value, int) and 8 <= value <= 64 and value % 8 == 0):
+        raise ValueError(f"stem_channels must be a multiple of 8 from 8 to 64, not {value!r}")
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on. Defaults follow the paper / issue 4 where they say.
@@ -124,9 +130,7 @@ class TrainConfig:
             raise ValueError(f"width {self.width} out of range")
         if self.stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, not {self.stem_stride!r}")
-        if self.stem_channels is not None and not (isinstance(self.stem_channels, int)
-                                                   and 8 <= self.stem_channels <= 64 and self.stem_channels % 8 == 0):
-            raise ValueError(f"stem_channels must be a multiple of 8 from 8 to 64, not {self.stem_channels!r}")
+        check_stem_channels(self.stem_channels)
         if self.steps < 1 or self.p < 1 or self.k < 1:
             raise ValueError("steps, p and k must be positive")
         if any(not 0 < f < 1 for f in self.lr_milestones):

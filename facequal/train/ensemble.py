@@ -15,8 +15,9 @@ dm025 members:
         --val-cache runs/cache3/val --out runs/dm025-v9-ens
 
 ``--flip-average`` also scores each crop's left-right mirror in the same batch and averages the
-two logits (test-time augmentation: the networks were trained on mirrored crops too). It doubles
-the cost a face; the name gains an ``f`` (``lightqnet-dm025x4f``), and one run is then enough.
+two logits (test-time augmentation: the networks were trained on mirrored crops too). It costs
+2.5 x the network time a face (measured for dm025x4); the name gains an ``f``
+(``lightqnet-dm025x4f``), and one run is then enough.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--val-cache", type=Path, default=None, help="calibrate on this validation cache")
     ap.add_argument("--export-name", default=None, help="ONNX file name (default: lightqnet-dmWWWxN.onnx)")
     ap.add_argument("--flip-average", action="store_true",
-                    help="average each crop's logit with its mirror image's (twice the cost a face)")
+                    help="average each crop's logit with its mirror image's (2.5 x the network time a face)")
     args = ap.parse_args(argv)
     try:
         summary = build(args.runs, args.out, args.val_cache, args.export_name, flip_average=args.flip_average)

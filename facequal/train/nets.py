@@ -22,6 +22,8 @@ import copy
 import torch
 from torch import nn
 
+from facequal.train.config import check_stem_channels
+
 # MobileNetV3-small at width 1.0: (expansion channels, output channels, stride) per block.
 # The expansion of a block is stored as a ratio to its input channels, as in TF-slim, so that a
 # width multiplier scales it through the (rounded) input channels.
@@ -90,9 +92,7 @@ class LightQNet(nn.Module):
         super().__init__()
         if stem_stride not in STEM_STRIDES:
             raise ValueError(f"stem_stride must be one of {STEM_STRIDES}, not {stem_stride!r}")
-        if stem_channels is not None and not (isinstance(stem_channels, int) and 8 <= stem_channels <= 64
-                                              and stem_channels % 8 == 0):
-            raise ValueError(f"stem_channels must be a multiple of 8 from 8 to 64, not {stem_channels!r}")
+        check_stem_channels(stem_channels)
         self.width = float(width)
         self.stem_stride = int(stem_stride)
         cin = stem_channels or make_divisible(STEM_CHANNELS * width)
