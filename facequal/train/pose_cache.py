@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,9 @@ def add_yaw_variants(cfg: PoseConfig) -> Path:
         writer.append(**{k: np.asarray(v[start:start + 4096]) for k, v in base.arrays.items()})
     paths = base.meta["paths"]
     turned = 0
-    for start in range(0, photo_ids.size, cfg.batch):
+    for b, start in enumerate(range(0, photo_ids.size, cfg.batch)):
+        if b % 20 == 0:
+            print(f"{start} of {photo_ids.size} photos, {turned} turned", file=sys.stderr, flush=True)
         chunk = [int(i) for i in photo_ids[start:start + cfg.batch]]
         prepared = _prepare_many([(paths[i], i) for i in chunk], cfg, build)
         ok = [(i, p) for i, p in zip(chunk, prepared, strict=True) if p is not None]
