@@ -18,6 +18,11 @@ dm025 members:
 two logits (test-time augmentation: the networks were trained on mirrored crops too). It costs
 2.5 x the network time a face (measured for dm025x4); the name gains an ``f``
 (``lightqnet-dm025x4f``), and one run is then enough.
+
+``--flipped RUN...`` adds members that alone are flip-averaged, and members may differ in their
+network (width, stem): each kind is fused on its own and the graph returns the mean of all the
+members' logits, e.g. the default's four stride-1 networks with the fast choice's four stride-2
+ones flipped (``lightqnet-dm025x4+dm025s2x4f``).
 """
 
 from __future__ import annotations
@@ -68,6 +73,31 @@ class FlipMean(nn.Module):
         # one batch of 2N: one pass through the graph, not two
         z = self.model(torch.cat([x, torch.flip(x, dims=[3])]))
         return (z[:n] + z[n:]) / 2
+
+
+class PartsMean(nn.Module):
+    """The mean of the members' logits when the members come in parts (each part a fused network,
+    perhaps flip-averaged): each part's logit weighted by its number of members."""
+
+    def __init__(self, parts: Sequence[nn.Module], sizes: Sequence[int]) -> None:
+        super().__init__()
+        if len(parts) != len(sizes) or not parts:
+            raise ValueError("one size per part, at least one part")
+        self.parts = nn.ModuleList(parts)
+        total = float(sum(sizes))
+        self.weights = [k / total for k in sizes]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(w * p(x) for w, p in zip(self.weights, self.parts, strict=True))
+
+
+def _kind(cfg: TrainConfig) -> tuple[float, int, int | None]:
+    return (cfg.width, cfg.stem_stride, cfg.stem_channels)
+
+
+def _describe(cfg: TrainConfig) -> str:
+    return (f"width {cfg.width}, stem stride {cfg.stem_stride}, "
+            f"{cfg.stem_channels or 'default'} stem filters")
 
 
 def fuse(members: Sequence[LightQNet]) -> LightQNet:
@@ -149,43 +179,56 @@ def load_member(run_dir: str | Path) -> tuple[LightQNet, TrainConfig, dict[str, 
 
 
 def build(run_dirs: Sequence[str | Path], out_dir: str | Path, val_cache: str | Path | None = None,
-          export_name: str | None = None, *, flip_average: bool = False) -> dict[str, Any]:
+          export_name: str | None = None, *, flip_average: bool = False,
+          flipped: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Export the logit mean of the runs' students to ``out_dir`` (which must not exist yet),
     calibrated on ``val_cache`` when given; returns and writes the summary. ``flip_average``:
-    the mean over each crop and its mirror too (then one run is enough)."""
-    if len(run_dirs) < (1 if flip_average else 2):
+    the mean over each crop and its mirror too (then one run is enough). ``flipped``: more runs
+    whose students alone are flip-averaged. Members of one network kind are fused together;
+    kinds may differ only when ``flipped`` is given or the kinds are listed apart."""
+    all_dirs = [*run_dirs, *flipped]
+    if len(all_dirs) < (1 if flip_average else 2):
         raise ValueError("an ensemble needs two or more runs (or one with flip averaging)")
+    if flip_average and flipped:
+        raise ValueError("--flip-average flips every member; --flipped names the ones to flip: use one")
     out = Path(out_dir)
     if export_name is not None and (Path(export_name).name != export_name or not export_name.endswith(".onnx")):
         raise ValueError(f"export name {export_name!r}: a file name ending in .onnx, without folders")
     if out.exists():
         raise ValueError(f"{out}: exists; the ensemble goes to a new folder")
-    members = [load_member(d) for d in run_dirs]
+    members = [load_member(d) for d in all_dirs]
+    flips = [flip_average] * len(run_dirs) + [True] * len(flipped)
     first_cfg, params = members[0][1], members[0][2]
-    for d, (_, cfg, p, _) in zip(run_dirs, members, strict=True):
-        if cfg.width != first_cfg.width:
-            raise ValueError(f"{d}: width {cfg.width}, not {first_cfg.width} like {run_dirs[0]}")
-        if cfg.stem_stride != first_cfg.stem_stride:
-            raise ValueError(f"{d}: stem stride {cfg.stem_stride}, not {first_cfg.stem_stride} like {run_dirs[0]}")
-        if cfg.stem_channels != first_cfg.stem_channels:
-            raise ValueError(f"{d}: stem channels {cfg.stem_channels}, not {first_cfg.stem_channels} "
-                             f"like {run_dirs[0]}")
+    for d, (_, cfg, p, _) in zip(all_dirs, members, strict=True):
+        if not flipped and _kind(cfg) != _kind(first_cfg):
+            raise ValueError(f"{d}: {_describe(cfg)}, not {_describe(first_cfg)} like {all_dirs[0]} "
+                             "(members of other kinds go after --flipped)")
         # the threshold is estimated from a seeded sample of impostor pairs: seeds move it a little
         if abs(p["threshold"] - params["threshold"]) > THRESHOLD_TOLERANCE:
             raise ValueError(f"{d}: trained at teacher threshold {p['threshold']:.4f}, not "
                              f"{params['threshold']:.4f}: another recipe")
-    model: nn.Module = fuse([m[0] for m in members])
-    fusion_max_abs = _fusion_error(model, LogitMean([m[0] for m in members]).eval())
-    if flip_average:
-        model = FlipMean(model).eval()
-    name = (model_name(first_cfg.width, first_cfg.stem_stride, len(members), first_cfg.stem_channels)
-            + ("f" if flip_average else ""))
+    # parts: members of one network kind and one flip setting, in order of first appearance
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, ((_, cfg, _, _), f) in enumerate(zip(members, flips, strict=True)):
+        groups.setdefault((*_kind(cfg), f), []).append(i)
+    parts, names, fusion_max_abs = [], [], 0.0
+    for (width, stride, stem, f), idx in groups.items():
+        nets = [members[i][0] for i in idx]
+        part: nn.Module = fuse(nets) if len(nets) > 1 else fold_bn(nets[0]).eval()
+        fusion_max_abs = max(fusion_max_abs, _fusion_error(part, LogitMean(nets).eval()))
+        parts.append(FlipMean(part).eval() if f else part)
+        names.append(model_name(width, stride, len(idx), stem) + ("f" if f else ""))
+    model: nn.Module = parts[0] if len(parts) == 1 else PartsMean(parts, [len(i) for i in groups.values()]).eval()
+    name = names[0] + "".join("+" + n.removeprefix("facequal-lightqnet-") for n in names[1:])
     cfg = TrainConfig.from_dict({**first_cfg.to_dict(), "out_dir": str(out), "resume": False,
                                  "export_name": export_name or f"{name.removeprefix('facequal-')}.onnx"})
-    extra = {"ensemble": [{"run": str(d), "seed": c.seed, "steps": c.steps, "weights": w}
-                          for d, (_, c, _, w) in zip(run_dirs, members, strict=True)],
-             "seed": [c.seed for _, c, _, _ in members], "flip_average": flip_average,
-             "weights": "logit mean of the members" + (" on each crop and its mirror" if flip_average else "")}
+    extra = {"ensemble": [{"run": str(d), "seed": c.seed, "steps": c.steps, "weights": w,
+                           "width": c.width, "stem_stride": c.stem_stride, "flip_average": f}
+                          for d, (_, c, _, w), f in zip(all_dirs, members, flips, strict=True)],
+             "seed": [c.seed for _, c, _, _ in members], "flip_average": all(flips) if flips else False,
+             "weights": "logit mean of the members" + (" on each crop and its mirror" if all(flips) else
+                                                      " (flipped members: on each crop and its mirror)"
+                                                      if any(flips) else "")}
     cache = TrainingCache.open(val_cache) if val_cache is not None else None  # checked before any writing
     out.mkdir(parents=True)
     summary = {"members": extra["ensemble"], "label_params": params, "out_dir": str(out),
@@ -205,9 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--export-name", default=None, help="ONNX file name (default: lightqnet-dmWWWxN.onnx)")
     ap.add_argument("--flip-average", action="store_true",
                     help="average each crop's logit with its mirror image's (2.5 x the network time a face)")
+    ap.add_argument("--flipped", nargs="+", type=Path, default=[], metavar="RUN",
+                    help="more runs whose networks alone are flip-averaged (they may be of another kind)")
     args = ap.parse_args(argv)
     try:
-        summary = build(args.runs, args.out, args.val_cache, args.export_name, flip_average=args.flip_average)
+        summary = build(args.runs, args.out, args.val_cache, args.export_name, flip_average=args.flip_average,
+                        flipped=args.flipped)
     except ValueError as e:
         ap.exit(2, f"error: {e}\n")
     print(json.dumps({k: summary[k] for k in ("onnx", "parity_max_abs")}, default=float))

@@ -84,13 +84,13 @@ def test_ensemble_refuses_bad_members_and_an_existing_folder(tmp_path: Path, cap
     wide_stem = _run(tmp_path, "wide-stem", seed=7, stem_stride=2, stem_channels=16)
     with pytest.raises(ValueError, match="two or more"):
         build([a], tmp_path / "e1")
-    with pytest.raises(ValueError, match="stem channels 16, not None"):
+    with pytest.raises(ValueError, match="16 stem filters, not width 0.25, stem stride 2, default stem filters"):
         build([strided, wide_stem], tmp_path / "e3")
     with pytest.raises(ValueError, match="stopped at step 2 of 4"):
         build([a, short], tmp_path / "e2")
     with pytest.raises(ValueError, match="width"):
         build([a, wide], tmp_path / "e3")
-    with pytest.raises(ValueError, match="stem stride 2, not 1"):
+    with pytest.raises(ValueError, match="stem stride 2, default stem filters, not width 0.25, stem stride 1"):
         build([a, strided], tmp_path / "e3")
     with pytest.raises(ValueError, match="not a training run"):
         build([a, tmp_path / "cache"], tmp_path / "e4")
@@ -158,6 +158,31 @@ def test_a_flip_averaged_ensemble_is_named_and_one_run_is_enough(tmp_path: Path)
     with pytest.raises(SystemExit):
         main([str(a), "--out", str(tmp_path / "no-flip")])   # one run needs --flip-average
     assert not (tmp_path / "no-flip").exists()
+
+
+def test_a_mixed_ensemble_flips_only_the_members_named_after_flipped(tmp_path: Path) -> None:
+    """Two stride-1 networks as they are and one stride-2 network flip-averaged: the exported
+    graph is the mean of the three members' logits, the flipped one on the crop and its mirror."""
+    synthetic_cache(tmp_path / "cache")
+    a, b = _run(tmp_path, "a", seed=3), _run(tmp_path, "b", seed=4)
+    c = _run(tmp_path, "c", seed=5, stem_stride=2)
+    s = build([a, b], tmp_path / "mix", flipped=[c])
+    assert Path(s["onnx"]).name == "lightqnet-dm025x2+dm025s2f.onnx" and s["parity_max_abs"] <= 1e-5
+    assert [m["flip_average"] for m in s["members"]] == [False, False, True]
+    nets = [load_member(r)[0] for r in (a, b, c)]
+    x = np.random.default_rng(3).uniform(-1, 1, (4, 3, 96, 96)).astype(np.float32)
+    x[:, :, :, :48] *= 0.2
+    with torch.no_grad():
+        z = [n(torch.from_numpy(x)).numpy() for n in nets]
+        z_c_mirror = nets[2](torch.from_numpy(np.ascontiguousarray(x[..., ::-1]))).numpy()
+    want = 1 / (1 + np.exp(-(z[0] + z[1] + (z[2] + z_c_mirror) / 2) / 3))
+    sess = ort.InferenceSession(s["onnx"], providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0][:, 0], want, atol=1e-5)
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert contract_from_onnx_metadata(meta).name == "facequal-lightqnet-dm025x2+dm025s2f"
+    with pytest.raises(ValueError, match="use one"):
+        build([a, b], tmp_path / "both", flipped=[c], flip_average=True)
+    assert not (tmp_path / "both").exists()
 
 
 def test_a_run_distils_from_an_ensemble_and_resumes_exactly(tmp_path: Path) -> None:
