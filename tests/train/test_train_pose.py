@@ -122,5 +122,9 @@ def test_add_yaw_variants_to_a_cache(tmp_path: Path) -> None:
     assert (base / "crops_student.npy").read_bytes() == before  # the base is only read
     with pytest.raises(FileExistsError):  # never written over
         add_yaw_variants(PoseConfig(data_root=str(EXAMPLES), base=str(base), out=str(out)))
+    (tmp_path / "half.staging").mkdir()  # an interrupted run's folder is left for the user to remove
+    with pytest.raises(FileExistsError, match="interrupted"):
+        add_yaw_variants(PoseConfig(data_root=str(EXAMPLES), base=str(base), out=str(tmp_path / "half")))
+    assert (tmp_path / "half.staging").is_dir() and not (tmp_path / "half").exists()
     with pytest.raises(ValueError, match="already has"):
         add_yaw_variants(PoseConfig(data_root=str(EXAMPLES), base=str(out), out=str(tmp_path / "again")))
