@@ -253,18 +253,14 @@ def variant_names(cfg: BuildConfig) -> list[str]:
     return ["clean"] + (["flip"] if cfg.flip else []) + [f"deg{i + 1}" for i in range(cfg.n_degraded)]
 
 
-def prepare_photo(path: str, image_id: int, cfg: BuildConfig) -> dict[str, Any] | None:
-    """Detect, align and vary one photo: the teacher and student crops of each variant (None: no face)."""
-    from PIL import ImageOps
-
-    from facequal.pipeline.align import align_face
+def subject_face(path: str | Path) -> tuple[Any, Any] | None:
+    """The decoded photo and its subject's detection, as every cached crop starts (None: the
+    photo cannot be decoded or has no face)."""
     from facequal.pipeline.decode import DecodeError, load_rgb
     from facequal.pipeline.detect import pick_centred
-    from facequal.train.degrade import border_bands, random_degradation
-    from facequal.train.framing import hflip_landmarks
 
     try:
-        img = load_rgb(Path(cfg.data_root) / path)
+        img = load_rgb(path)
     except DecodeError:
         return None
     faces = _detector().detect(img)
@@ -272,7 +268,21 @@ def prepare_photo(path: str, image_id: int, cfg: BuildConfig) -> dict[str, Any] 
         return None
     # The photo's subject, not the largest face: a larger bystander at the edge would give the
     # photo another person's labels.
-    face = pick_centred(faces, img.size[0], img.size[1])[0]
+    return img, pick_centred(faces, img.size[0], img.size[1])[0]
+
+
+def prepare_photo(path: str, image_id: int, cfg: BuildConfig) -> dict[str, Any] | None:
+    """Detect, align and vary one photo: the teacher and student crops of each variant (None: no face)."""
+    from PIL import ImageOps
+
+    from facequal.pipeline.align import align_face
+    from facequal.train.degrade import border_bands, random_degradation
+    from facequal.train.framing import hflip_landmarks
+
+    found = subject_face(Path(cfg.data_root) / path)
+    if found is None:
+        return None
+    img, face = found
     fr = _framing()
     canon = {"clean": align_face(img, face.landmarks, fr.contract)}
     if cfg.flip:

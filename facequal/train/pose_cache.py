@@ -61,22 +61,16 @@ def prepare_turned(path: str, image_id: int, cfg: PoseConfig, build: dict[str, A
     from PIL import ImageOps
 
     from facequal.pipeline.align import align_face
-    from facequal.pipeline.decode import DecodeError, load_rgb
-    from facequal.pipeline.detect import pick_centred
     from facequal.pipeline.diagnostics import head_pose
-    from facequal.train.build_cache import _detector, _framing
+    from facequal.train.build_cache import _framing, subject_face
     from facequal.train.degrade import border_bands
     from facequal.train.framing import crop_template, hflip_landmarks
     from facequal.train.pose import synthetic_yaw
 
-    try:
-        img = load_rgb(Path(cfg.data_root) / path)
-    except DecodeError:
+    found = subject_face(Path(cfg.data_root) / path)
+    if found is None:
         return None
-    faces = _detector().detect(img)
-    if not faces:
-        return None
-    face = pick_centred(faces, img.size[0], img.size[1])[0]
+    img, face = found
     yaw = head_pose(face.landmarks)[0]
     if not (abs(yaw) < cfg.max_frontal_yaw):  # NaN too
         return None
