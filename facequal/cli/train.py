@@ -28,6 +28,8 @@ def train_cmd(
     out_dir: Path = typer.Option(None, "--out", help="Run folder (checkpoints, log, model)."),
     steps: int = typer.Option(None, "--steps", help="Override the number of steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Start over in a run folder that holds a run (replaces its checkpoint, log)."),
     threads: int = typer.Option(None, "--threads", help="torch threads."),
     jobs: int = typer.Option(2, "--jobs", "-j", help="Processes for building the caches."),
 ) -> None:
@@ -52,6 +54,7 @@ def train_cmd(
     if threads is not None:
         settings["threads"] = threads
     settings["resume"] = resume
+    settings["overwrite"] = overwrite
     try:
         cfg = TrainConfig.from_dict(settings)
     except (TypeError, ValueError) as e:

@@ -106,6 +106,8 @@ class TrainConfig:
     # export the checkpoint with the best value of this validation number (None: the last step)
     select_on: str | None = None
     resume: bool = False
+    # start over in a folder that already holds a run (its checkpoint, best weights and log are replaced)
+    overwrite: bool = False
     max_steps_this_run: int | None = None  # stop (after a checkpoint) once this many steps ran
     export: bool = True
     calibrate: bool = True

@@ -377,9 +377,30 @@ class _Run:
         self.best: dict[str, Any] = {}
         self.start = 0
 
+    def claim_folder(self) -> None:
+        """Refuse to start over in a folder that holds a run unless asked to: hours of training
+        are in its checkpoint. With ``overwrite``, the run's own files are removed (nothing else)."""
+        if self.cfg.resume:
+            return
+        own = [self.ckpt_path, self.best_path, self.out_dir / LOG]
+        if not any(p.is_file() for p in own):
+            return
+        if not self.cfg.overwrite:
+            from facequal.errors import UserError
+
+            step = ""
+            if self.ckpt_path.is_file():
+                ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+                step = f" (checkpoint at step {int(ckpt['step'])} of {self.cfg.steps})"
+            raise UserError(f"{self.out_dir} holds a training run{step}: continue it with --resume, "
+                            "or start over with --overwrite")
+        for p in own:
+            p.unlink(missing_ok=True)
+
     @classmethod
     def open(cls, cfg: TrainConfig) -> _Run:
         run = cls(cfg)
+        run.claim_folder()
         run.out_dir.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

@@ -35,6 +35,13 @@ def test_train_command_trains_resumes_and_exports(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 5
+    # the same command without --resume does not throw the run away: one line, nothing touched
+    ckpt = (out / "checkpoint.pt").read_bytes()
+    log = (out / "log.jsonl").read_text()
+    r = runner.invoke(app, ["train", str(settings), "--cache-dir", str(caches), "--out", str(out), "--steps", "6"])
+    assert r.exit_code == 2 and "holds a training run (checkpoint at step 6 of 6)" in r.output
+    assert "--resume" in r.output and "--overwrite" in r.output and "Traceback" not in r.output
+    assert (out / "checkpoint.pt").read_bytes() == ckpt and (out / "log.jsonl").read_text() == log
     # the exported model scores faces through the normal pipeline
     from PIL import Image
 
@@ -43,6 +50,25 @@ def test_train_command_trains_resumes_and_exports(tmp_path: Path) -> None:
     r = runner.invoke(app, ["score", str(img), "-o", str(tmp_path / "s.parquet"), "--model", str(out / "tiny.onnx"),
                             "--aligned", "-q", "-j", "1"])
     assert r.exit_code == 0, r.output
+
+
+def test_train_overwrite_starts_over_with_a_fresh_log_and_keeps_other_files(tmp_path: Path) -> None:
+    caches = tmp_path / "caches"
+    synthetic_cache(caches / "train")
+    synthetic_cache(caches / "val", seed=1)
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"cache": "unused", "out_dir": "unused", "width": 0.25, "p": 3, "k": 4,
+                                    "checkpoint_every": 2, "log_every": 1, "export": False}))
+    out = tmp_path / "run"
+    runner = CliRunner()
+    args = ["train", str(settings), "--cache-dir", str(caches), "--out", str(out), "--steps", "4"]
+    assert runner.invoke(app, args).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    r = runner.invoke(app, [*args[:-1], "2", "--overwrite"])
+    assert r.exit_code == 0, r.output
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [0, 1]  # the new run's lines only, not appended to the old run's
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_train_command_needs_data_for_missing_caches(tmp_path: Path) -> None:
