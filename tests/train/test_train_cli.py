@@ -15,13 +15,19 @@ from typer.testing import CliRunner  # noqa: E402
 from facequal.cli import app  # noqa: E402
 
 
-def test_train_command_trains_resumes_and_exports(tmp_path: Path) -> None:
+def _setup(tmp_path: Path, **settings) -> tuple[Path, Path]:
+    """Synthetic train / val caches and a tiny settings file: (cache dir, settings file)."""
     caches = tmp_path / "caches"
     synthetic_cache(caches / "train")
     synthetic_cache(caches / "val", seed=1)
-    settings = tmp_path / "settings.json"
-    settings.write_text(json.dumps({"cache": "unused", "out_dir": "unused", "width": 0.25, "p": 3, "k": 4,
-                                    "checkpoint_every": 2, "log_every": 1, "export_name": "tiny.onnx"}))
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"cache": "unused", "out_dir": "unused", "width": 0.25, "p": 3, "k": 4,
+                                "checkpoint_every": 2, "log_every": 1, **settings}))
+    return caches, path
+
+
+def test_train_command_trains_resumes_and_exports(tmp_path: Path) -> None:
+    caches, settings = _setup(tmp_path, export_name="tiny.onnx")
     out = tmp_path / "run"
     runner = CliRunner()
     r = runner.invoke(app, ["train", str(settings), "--cache-dir", str(caches), "--out", str(out), "--steps", "4"])
@@ -53,12 +59,7 @@ def test_train_command_trains_resumes_and_exports(tmp_path: Path) -> None:
 
 
 def test_train_overwrite_starts_over_with_a_fresh_log_and_keeps_other_files(tmp_path: Path) -> None:
-    caches = tmp_path / "caches"
-    synthetic_cache(caches / "train")
-    synthetic_cache(caches / "val", seed=1)
-    settings = tmp_path / "settings.json"
-    settings.write_text(json.dumps({"cache": "unused", "out_dir": "unused", "width": 0.25, "p": 3, "k": 4,
-                                    "checkpoint_every": 2, "log_every": 1, "export": False}))
+    caches, settings = _setup(tmp_path, export=False)
     out = tmp_path / "run"
     runner = CliRunner()
     args = ["train", str(settings), "--cache-dir", str(caches), "--out", str(out), "--steps", "4"]
