@@ -159,6 +159,8 @@ def add_yaw_variants(cfg: PoseConfig) -> Path:
     meta["variants"] = names + new
     meta["pose_variants"] = {**asdict(cfg), "photos_turned": turned, "photos_seen": int(photo_ids.size)}
     writer.close(meta)
+    if out.exists():  # appeared while we worked: never renamed over (an empty folder would be)
+        raise FileExistsError(f"{out} appeared during the run; the new cache is left in {staging}")
     staging.rename(out)
     return out
 

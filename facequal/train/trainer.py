@@ -60,6 +60,20 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * cfg.lr_gamma ** passed
 
 
+def run_file(path: Path) -> Any:
+    """What a training run wrote at ``path`` (a checkpoint's or best weights' dict, or the log's
+    lines), or None when the file is not one: a run's ``.pt`` files hold a dict with ``step`` and
+    ``student``, its log one JSON object with a ``step`` per line."""
+    try:
+        if path.name == LOG:
+            lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            return lines if all(isinstance(x, dict) and "step" in x for x in lines) else None
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable, not JSON, not a torch file: not ours
+        return None
+    return obj if isinstance(obj, dict) and "step" in obj and "student" in obj else None
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -379,23 +393,26 @@ class _Run:
 
     def claim_folder(self) -> None:
         """Refuse to start over in a folder that holds a run unless asked to: hours of training
-        are in its checkpoint. With ``overwrite``, the run's own files are removed (nothing else)."""
+        are in its checkpoint. With ``overwrite``, the run's own files are removed, each only once
+        its content shows a run wrote it (nothing else in the folder is touched)."""
+        from facequal.errors import UserError
+
         if self.cfg.resume:
             return
-        own = [self.ckpt_path, self.best_path, self.out_dir / LOG]
-        if not any(p.is_file() for p in own):
+        own = [p for p in (self.ckpt_path, self.best_path, self.out_dir / LOG) if p.exists()]
+        if not own:
             return
         if not self.cfg.overwrite:
-            from facequal.errors import UserError
-
-            step = ""
-            if self.ckpt_path.is_file():
-                ckpt = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
-                step = f" (checkpoint at step {int(ckpt['step'])} of {self.cfg.steps})"
+            ckpt = run_file(self.ckpt_path) if self.ckpt_path in own else None
+            step = f" (checkpoint at step {int(ckpt['step'])} of {self.cfg.steps})" if ckpt else ""
             raise UserError(f"{self.out_dir} holds a training run{step}: continue it with --resume, "
                             "or start over with --overwrite")
+        foreign = [p for p in own if run_file(p) is None]
+        if foreign:
+            raise UserError(f"{foreign[0]} was not written by a facequal training run: it is left alone; "
+                            "move it or choose another --out")
         for p in own:
-            p.unlink(missing_ok=True)
+            p.unlink()
 
     @classmethod
     def open(cls, cfg: TrainConfig) -> _Run:
@@ -428,7 +445,7 @@ class _Run:
         if cfg.select_on and resume_state is not None and run.best_path.is_file():
             saved = torch.load(run.best_path, map_location="cpu", weights_only=True)
             run.best = {"step": int(saved["step"]), "value": float(saved["value"])}
-        elif run.best_path.is_file():
+        elif run.best_path.is_file() and run_file(run.best_path) is not None:
             run.best_path.unlink()  # a fresh run: a best checkpoint from an earlier run must not be exported
         return run
 

@@ -72,6 +72,31 @@ def test_train_overwrite_starts_over_with_a_fresh_log_and_keeps_other_files(tmp_
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_train_never_removes_files_a_run_did_not_write(tmp_path: Path) -> None:
+    """A file that only shares a run file's name is left alone, even with --overwrite or --resume."""
+    caches, settings = _setup(tmp_path, export=False)
+    runner = CliRunner()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text("my own notes, not a training log\n")
+    (out / "checkpoint.pt").write_bytes(b"some other tool's weights")
+    args = ["train", str(settings), "--cache-dir", str(caches), "--out", str(out), "--steps", "2"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "holds a training run:" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, [*args, "--overwrite"])
+    assert r.exit_code == 2 and "was not written by a facequal training run" in r.output
+    assert (out / "log.jsonl").read_text() == "my own notes, not a training log\n"
+    assert (out / "checkpoint.pt").read_bytes() == b"some other tool's weights"
+    # a fresh run (--resume with nothing to resume) keeps a foreign best.pt too
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "best.pt").write_bytes(b"not ours")
+    r = runner.invoke(app, ["train", str(settings), "--cache-dir", str(caches), "--out", str(other),
+                            "--steps", "2", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert (other / "best.pt").read_bytes() == b"not ours"
+
+
 def test_train_command_needs_data_for_missing_caches(tmp_path: Path) -> None:
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"cache": str(tmp_path / "none" / "train"), "out_dir": str(tmp_path / "o")}))
