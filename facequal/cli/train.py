@@ -39,6 +39,7 @@ def train_cmd(
     from facequal.errors import UserError
     from facequal.train import TrainConfig, run
     from facequal.train.build_cache import BuildConfig, build_cache
+    from facequal.train.trainer import claim_run_folder
 
     try:
         settings = json.loads(config.read_text(encoding="utf-8"))
@@ -59,6 +60,7 @@ def train_cmd(
         cfg = TrainConfig.from_dict(settings)
     except (TypeError, ValueError) as e:
         raise UserError(f"{config}: {e}") from None
+    claim_run_folder(cfg)  # a refusal comes before any cache is built
     for split, path in (("val", cfg.val_cache), ("train", cfg.cache)):
         if path and not (Path(path) / "meta.json").is_file():
             if data is None:

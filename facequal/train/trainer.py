@@ -74,6 +74,33 @@ def run_file(path: Path) -> Any:
     return obj if isinstance(obj, dict) and "step" in obj and "student" in obj else None
 
 
+def claim_run_folder(cfg: TrainConfig, *, remove: bool = False) -> None:
+    """Refuse to start over in a folder that holds a run unless asked to (hours of training are
+    in its checkpoint). With ``cfg.overwrite`` the run's own files must each show by their content
+    that a run wrote them; ``remove`` then deletes them (nothing else in the folder is touched)."""
+    from facequal.errors import UserError
+
+    if cfg.resume:
+        return
+    out = Path(cfg.out_dir)
+    ckpt_path = out / CHECKPOINT
+    own = [p for p in (ckpt_path, out / BEST, out / LOG) if p.exists()]
+    if not own:
+        return
+    if not cfg.overwrite:
+        ckpt = run_file(ckpt_path) if ckpt_path in own else None
+        step = f" (checkpoint at step {int(ckpt['step'])} of {cfg.steps})" if ckpt else ""
+        raise UserError(f"{out} holds a training run{step}: continue it with --resume, "
+                        "or start over with --overwrite")
+    foreign = [p for p in own if run_file(p) is None]
+    if foreign:
+        raise UserError(f"{foreign[0]} was not written by a facequal training run: it is left alone; "
+                        "move it or choose another --out")
+    if remove:
+        for p in own:
+            p.unlink()
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -391,33 +418,10 @@ class _Run:
         self.best: dict[str, Any] = {}
         self.start = 0
 
-    def claim_folder(self) -> None:
-        """Refuse to start over in a folder that holds a run unless asked to: hours of training
-        are in its checkpoint. With ``overwrite``, the run's own files are removed, each only once
-        its content shows a run wrote it (nothing else in the folder is touched)."""
-        from facequal.errors import UserError
-
-        if self.cfg.resume:
-            return
-        own = [p for p in (self.ckpt_path, self.best_path, self.out_dir / LOG) if p.exists()]
-        if not own:
-            return
-        if not self.cfg.overwrite:
-            ckpt = run_file(self.ckpt_path) if self.ckpt_path in own else None
-            step = f" (checkpoint at step {int(ckpt['step'])} of {self.cfg.steps})" if ckpt else ""
-            raise UserError(f"{self.out_dir} holds a training run{step}: continue it with --resume, "
-                            "or start over with --overwrite")
-        foreign = [p for p in own if run_file(p) is None]
-        if foreign:
-            raise UserError(f"{foreign[0]} was not written by a facequal training run: it is left alone; "
-                            "move it or choose another --out")
-        for p in own:
-            p.unlink()
-
     @classmethod
     def open(cls, cfg: TrainConfig) -> _Run:
+        claim_run_folder(cfg, remove=True)  # before the caches are opened: refuse before any work
         run = cls(cfg)
-        run.claim_folder()
         run.out_dir.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

@@ -83,6 +83,10 @@ def test_train_never_removes_files_a_run_did_not_write(tmp_path: Path) -> None:
     args = ["train", str(settings), "--cache-dir", str(caches), "--out", str(out), "--steps", "2"]
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "holds a training run:" in r.output and "Traceback" not in r.output
+    # refused before any work: no cache is built for a run that cannot start
+    r = runner.invoke(app, ["train", str(settings), "--cache-dir", str(tmp_path / "new-caches"), "--data",
+                            str(tmp_path), "--out", str(out)])
+    assert r.exit_code == 2 and "holds a training run" in r.output and not (tmp_path / "new-caches").exists()
     r = runner.invoke(app, [*args, "--overwrite"])
     assert r.exit_code == 2 and "was not written by a facequal training run" in r.output
     assert (out / "log.jsonl").read_text() == "my own notes, not a training log\n"
