@@ -20,16 +20,16 @@ import time
 import numpy as np
 
 
-def _session(model: str, profile_prefix: str | None = None):
+def _profiling_session(model: str, prefix: str):
+    """The pipeline's session settings (one thread), with onnxruntime's profiler on."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    if profile_prefix:
-        so.enable_profiling = True
-        so.profile_file_prefix = profile_prefix
+    so.enable_profiling = True
+    so.profile_file_prefix = prefix
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
@@ -37,7 +37,9 @@ def profile(model: str, batch: int = 2, runs: int = 500
             ) -> tuple[float, dict[str, float], dict[tuple[str, str], float]]:
     """(seconds a face without profiling, kernel-time share by operator type, share by node), one
     thread, random input of the model's own size (free dimensions set to ``batch``)."""
-    plain = _session(model)
+    from facequal.models.session import make_session
+
+    plain = make_session(model, threads=1)  # what a worker runs
     inp = plain.get_inputs()[0]
     shape = [batch if not isinstance(d, int) else d for d in inp.shape]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
@@ -48,7 +50,7 @@ def profile(model: str, batch: int = 2, runs: int = 500
         plain.run(None, {inp.name: x})
     per_face = (time.perf_counter() - t) / runs / batch
     with tempfile.TemporaryDirectory() as d:
-        prof = _session(model, os.path.join(d, "prof"))
+        prof = _profiling_session(model, os.path.join(d, "prof"))
         for _ in range(runs // 5 + 10):
             prof.run(None, {inp.name: x})
         with open(prof.end_profiling(), encoding="utf-8") as f:

@@ -185,7 +185,7 @@ def build(run_dirs: Sequence[str | Path], out_dir: str | Path, val_cache: str | 
     calibrated on ``val_cache`` when given; returns and writes the summary. ``flip_average``:
     the mean over each crop and its mirror too (then one run is enough). ``flipped``: more runs
     whose students alone are flip-averaged. Members of one network kind are fused together;
-    kinds may differ only when ``flipped`` is given or the kinds are listed apart."""
+    kinds may differ only when ``flipped`` is given."""
     all_dirs = [*run_dirs, *flipped]
     if len(all_dirs) < (1 if flip_average else 2):
         raise ValueError("an ensemble needs two or more runs (or one with flip averaging)")
@@ -225,9 +225,9 @@ def build(run_dirs: Sequence[str | Path], out_dir: str | Path, val_cache: str | 
     extra = {"ensemble": [{"run": str(d), "seed": c.seed, "steps": c.steps, "weights": w,
                            "width": c.width, "stem_stride": c.stem_stride, "flip_average": f}
                           for d, (_, c, _, w), f in zip(all_dirs, members, flips, strict=True)],
-             "seed": [c.seed for _, c, _, _ in members], "flip_average": all(flips) if flips else False,
+             "seed": [c.seed for _, c, _, _ in members], "flip_average": all(flips),
              "weights": "logit mean of the members" + (" on each crop and its mirror" if all(flips) else
-                                                      " (flipped members: on each crop and its mirror)"
+                                                      ", the flipped ones on each crop and its mirror"
                                                       if any(flips) else "")}
     cache = TrainingCache.open(val_cache) if val_cache is not None else None  # checked before any writing
     out.mkdir(parents=True)

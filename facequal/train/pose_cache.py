@@ -77,13 +77,14 @@ def prepare_turned(path: str, image_id: int, cfg: PoseConfig, build: dict[str, A
     fr = _framing()
     template = crop_template(fr.contract)
     teacher, student = [], []
+    aligned: dict[bool, np.ndarray] = {}  # mirrored or not -> canonical crop, aligned once
     for k in range(cfg.n_yaw):
         rng = np.random.default_rng([cfg.seed, image_id, k, 7])
-        if build.get("flip", True) and rng.random() < 0.5:
-            lm = hflip_landmarks(face.landmarks, img.size[0])
-            canon = align_face(ImageOps.mirror(img), lm, fr.contract)
-        else:
-            canon = align_face(img, face.landmarks, fr.contract)
+        mirrored = bool(build.get("flip", True) and rng.random() < 0.5)
+        if mirrored not in aligned:
+            aligned[mirrored] = (align_face(ImageOps.mirror(img), hflip_landmarks(face.landmarks, img.size[0]),
+                                            fr.contract) if mirrored else align_face(img, face.landmarks, fr.contract))
+        canon = aligned[mirrored]
         angle = float(rng.uniform(*cfg.yaw_range)) * (1 if rng.random() < 0.5 else -1)
         c = synthetic_yaw(canon, template, angle, cfg.radius_per_eyes)
         if build.get("bands_p", 0) > 0:
@@ -119,11 +120,10 @@ def add_yaw_variants(cfg: PoseConfig) -> Path:
     teacher = Teacher(build.get("feat_pool", "avg"))
     if teacher.contract.name != base.meta.get("teacher", teacher.contract.name):
         raise ValueError(f"{cfg.base} was labelled by {base.meta['teacher']}, not {teacher.contract.name}")
-    image = np.asarray(base.image)
-    photo_ids = np.unique(image)
+    photo_ids, first_rows = np.unique(np.asarray(base.image), return_index=True)
+    first = dict(zip(photo_ids.tolist(), first_rows.tolist(), strict=True))  # photo id -> one of its rows
     if cfg.limit:
         photo_ids = photo_ids[:cfg.limit]
-    first = {int(i): r for r, i in zip(np.unique(image, return_index=True)[1], np.unique(image), strict=True)}
     identity, source = np.asarray(base.identity), np.asarray(base.source)
     shapes = {k: tuple(v.shape[1:]) for k, v in base.arrays.items()
               if k not in ("identity", "source", "image", "variant")}
