@@ -43,9 +43,14 @@ def _load(model: str | Path) -> tuple[Any, Contract, dict[str, Any], Path]:
     """The ONNX proto of a bundled model name or file, its contract, training metadata and path."""
     import onnx
 
+    from facequal.errors import UserError
     from facequal.models.zoo import resolve_model
 
-    spec = resolve_model(str(model))
+    try:
+        spec = resolve_model(str(model))
+    except UserError as e:   # its advice (--contract) is for scoring; a part must be our own export
+        msg, advice, _ = str(e).partition("; pass one with")
+        raise ValueError(msg + (" (compose takes facequal's own exports)" if advice else "")) from None
     proto = onnx.load(str(spec.path))
     props = {p.key: p.value for p in proto.metadata_props}
     if METADATA_KEY not in props:

@@ -99,6 +99,11 @@ def test_compose_refuses_mismatched_parts_and_leaves_an_existing_output_alone(tm
     flipped_already = _export(tmp_path, "fl", _net(5), flip_average=True)
     with pytest.raises(ValueError, match="already averages"):
         compose([pa], tmp_path / "y.onnx", flipped=[flipped_already])
+    from modelkit import build_tiny_model
+
+    bare = build_tiny_model(tmp_path / "bare.onnx", with_contract=False)   # no facequal contract
+    with pytest.raises(ValueError, match="compose takes facequal's own exports"):
+        compose([pa, bare], tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="two or more"):
         compose([pa], tmp_path / "z.onnx")
     with pytest.raises(ValueError, match="existing folder"):
