@@ -192,7 +192,8 @@ def compose(parts: Sequence[str | Path], out: str | Path, *, flipped: Sequence[s
                 for (p, _), (_, c, t, path, f), w in zip(specs, loaded, weights, strict=True)]
     training = {k: v for k, v in loaded[0][2].items() if k not in ("ensemble", "seed", "flip_average", "weights")}
     training.update({"composed": composed, "flip_average": all(f for *_, f in loaded),
-                     "ensemble": [m for *_, t, _, _ in loaded for m in (t.get("ensemble") or [{}])],
+                     # every member, as its part lists them (a single network: its contract name)
+                     "ensemble": [m for _, c, t, _, _ in loaded for m in (t.get("ensemble") or [{"model": c.name}])],
                      "weights": "logit mean of the members" + (", the flipped parts on each crop and its mirror"
                                                               if flipped else "")})
     helper.set_model_props(model, {METADATA_KEY: contract.to_json(), VERSION_KEY: __version__,
