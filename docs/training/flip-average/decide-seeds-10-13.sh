@@ -8,8 +8,19 @@ cd "$(dirname "$0")/../../.."
 W=$(realpath "${1:?usage: decide-seeds-10-13.sh WORKDIR}")
 V9="runs/dm025-v9-seed10 runs/dm025-v9-seed11 runs/dm025-v9-seed12 runs/dm025-v9-seed13"
 V10="runs/dm025s2-v10-seed10 runs/dm025s2-v10-seed11 runs/dm025s2-v10-seed12 runs/dm025s2-v10-seed13"
-[ -e runs/dm025-v9-e4s10 ] || python -m facequal.train.ensemble $V9 --val-cache runs/cache3/val --out runs/dm025-v9-e4s10
-[ -e runs/mix-m8s10 ] || python -m facequal.train.ensemble $V9 --flipped $V10 --val-cache runs/cache3/val --out runs/mix-m8s10
+K=docs/training/flip-average/seeds10-13   # each finished run's record and exported network, committed
+if ls runs/dm025-v9-seed1{0,1,2,3}/checkpoint.pt runs/dm025s2-v10-seed1{0,1,2,3}/checkpoint.pt >/dev/null 2>&1; then
+  [ -e runs/dm025-v9-e4s10 ] || python -m facequal.train.ensemble $V9 --val-cache runs/cache3/val --out runs/dm025-v9-e4s10
+  [ -e runs/mix-m8s10 ] || python -m facequal.train.ensemble $V9 --flipped $V10 --val-cache runs/cache3/val --out runs/mix-m8s10
+else   # the runs are gone: the same graphs from the committed networks (equal up to float rounding)
+  mkdir -p runs/dm025-v9-e4s10 runs/mix-m8s10
+  M9=$(printf "$K/dm025-v9-seed%s/lightqnet-dm025.onnx " 10 11 12 13)
+  M10=$(printf "$K/dm025s2-v10-seed%s/lightqnet-dm025s2.onnx " 10 11 12 13)
+  [ -e runs/dm025-v9-e4s10/lightqnet-dm025x4.onnx ] || python -m facequal.train.compose $M9 \
+    --out runs/dm025-v9-e4s10/lightqnet-dm025x4.onnx
+  [ -e runs/mix-m8s10/lightqnet-dm025x4+dm025s2x4f.onnx ] || python -m facequal.train.compose $M9 --flipped $M10 \
+    --out runs/mix-m8s10/lightqnet-dm025x4+dm025s2x4f.onnx
+fi
 bash docs/training/validate-candidate.sh runs/dm025-v9-e4s10/lightqnet-dm025x4.onnx e4s10 "$W"
 ALSO=e4s10 bash docs/training/validate-candidate.sh runs/mix-m8s10/lightqnet-dm025x4+dm025s2x4f.onnx m8s10 "$W"
 python3 - "$W" <<'PY'
