@@ -34,3 +34,14 @@ def test_a_choice_typo_is_refused_by_the_parser(tmp_path):
     res = CliRunner().invoke(app, ["score", str(tmp_path), "-o", str(tmp_path / "x.parquet"), "--faces", "biggest"])
     assert res.exit_code == 2
     assert "biggest" in res.output
+
+
+def test_the_command_list_gives_each_verb_one_unbroken_sentence():
+    # a docstring's wrapped first paragraph used to break mid-sentence in `facequal --help`
+    lines = _help().splitlines()
+    verbs = [c.name for c in __import__("typer").main.get_command(app).commands.values()]
+    assert len(verbs) >= 9
+    for verb in verbs:
+        row = next(i for i, line in enumerate(lines) if line.lstrip("│ ").startswith(verb + " "))
+        follow = lines[row + 1].strip("│ ")
+        assert not follow or any(follow.startswith(v + " ") for v in verbs) or follow.startswith("╰"), (verb, follow)

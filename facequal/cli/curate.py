@@ -57,8 +57,7 @@ def filter_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would happen, write nothing.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
-    """Select faces by quality, status, face size or any column (--where); write rows, a path list, or
-    copies/links."""
+    """Select faces by quality, status, face size or any column (--where); write rows, a path list or copies."""
     from facequal.curate.select import filter_scores
     from facequal.options import check_unit
 
@@ -178,8 +177,9 @@ def report_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     page_size: Annotated[int, typer.Option("--page-size", help="Tiles per page of a paged report (-o DIR/).")] = 2000,
 ) -> None:
-    """Write an HTML contact sheet of the faces, ranked by quality: one self-contained file, or a
-    paged folder (-o DIR/) for big datasets."""
+    """Write an HTML contact sheet of the faces, ranked by quality.
+
+    One self-contained file, or a paged folder (-o DIR/) for big datasets."""
     from facequal.curate.report import build_report
 
     res = build_report(

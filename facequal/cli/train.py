@@ -33,8 +33,9 @@ def train_cmd(
     threads: int = typer.Option(None, "--threads", help="torch threads."),
     jobs: int = typer.Option(2, "--jobs", "-j", help="Processes for building the caches."),
 ) -> None:
-    """Train our LightQNet as the paper describes: IDQ loss on pairwise teacher labels, branch
-    distillation. Builds the crop / teacher caches first when they are missing."""
+    """Train our LightQNet as the paper describes: IDQ loss on pairwise teacher labels, distillation.
+
+    Builds the crop / teacher caches first when they are missing."""
     _require_torch()
     from facequal.errors import UserError
     from facequal.train import TrainConfig, run
