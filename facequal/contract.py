@@ -18,6 +18,9 @@ from typing import Any, Literal
 import numpy as np
 
 METADATA_KEY = "facequal.contract"
+# The other ONNX metadata entries a facequal export carries (training provenance, version).
+TRAINING_KEY = "facequal.training"
+VERSION_KEY = "facequal.version"
 
 # Which detector landmarks a template refers to. The detector yields five points:
 # left eye, right eye, nose tip, left mouth corner, right mouth corner (image left / right).

@@ -29,10 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from facequal.contract import METADATA_KEY, Contract
+from facequal.contract import METADATA_KEY, TRAINING_KEY, VERSION_KEY, Contract
 
-TRAINING_KEY = "facequal.training"
-VERSION_KEY = "facequal.version"
 THRESHOLD_TOLERANCE = 2e-3     # parts' teacher thresholds may differ this much (cosine), as in ensemble
 PARITY_TOLERANCE = 1e-5        # composed output against the parts run one by one (probability)
 # Contract fields that may differ between parts (everything else is how the crop is made).
@@ -52,14 +50,11 @@ def _load(model: str | Path) -> tuple[Any, Contract, dict[str, Any], Path]:
         msg, advice, _ = str(e).partition("; pass one with")
         raise ValueError(msg + (" (compose takes facequal's own exports)" if advice else "")) from None
     proto = onnx.load(str(spec.path))
-    props = {p.key: p.value for p in proto.metadata_props}
-    if METADATA_KEY not in props:
-        raise ValueError(f"{model}: no facequal contract in its metadata")
-    contract = Contract.from_json(props[METADATA_KEY])
+    contract = spec.contract   # resolve_model refuses a model without one
     if contract.task != "quality" or contract.output != "sigmoid":
         raise ValueError(f"{model}: a {contract.task} model with {contract.output} output, "
                          "not a quality model with a sigmoid output")
-    return proto, contract, json.loads(props.get(TRAINING_KEY, "{}")), Path(spec.path)
+    return proto, contract, json.loads(spec.metadata.get(TRAINING_KEY, "{}")), Path(spec.path)
 
 
 def _logit_name(graph: Any) -> str:

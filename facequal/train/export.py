@@ -26,12 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from facequal.contract import METADATA_KEY, Contract
+from facequal.contract import METADATA_KEY, TRAINING_KEY, VERSION_KEY, Contract
 from facequal.train.nets import fold_bn
 
 DEFAULT_OPSET = 17
-VERSION_KEY = "facequal.version"
-TRAINING_KEY = "facequal.training"
 
 
 class _SigmoidHead(nn.Module):
