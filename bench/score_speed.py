@@ -296,6 +296,10 @@ def main() -> None:
         # The best rounds of each side may come from different moments of a noisy host; the
         # median of the rounds' own ratios (floor and pipeline back to back) moves less.
         print(f"  --jobs {j}: median of the {len(ratios[j])} rounds' wall ratios {float(np.median(ratios[j])):.2f}")
+        # What the pipeline does beyond decode + detect (alignment, quality model, rows, Parquet,
+        # the worker protocol), against what a ratio of 0.8 would leave for it.
+        print(f"  --jobs {j}: beyond the floor {(cp - cf) * 1e3:.2f} CPU ms/image; "
+              f"a CPU ratio of 0.8 leaves {cf * 0.25 * 1e3:.2f}")
     if len(jobs_list) > 1:
         j0, j1 = jobs_list[0], jobs_list[-1]
         print(f"  scaling {j0} -> {j1} workers (wall): pipeline x{best[('pipe', j1)] / best[('pipe', j0)]:.2f}, "
