@@ -4,6 +4,7 @@ placeholder after a flag."""
 from __future__ import annotations
 
 import pytest
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from facequal.cli import app
@@ -39,7 +40,7 @@ def test_a_choice_typo_is_refused_by_the_parser(tmp_path):
 def test_the_command_list_gives_each_verb_one_unbroken_sentence():
     # a docstring's wrapped first paragraph used to break mid-sentence in `facequal --help`
     lines = _help().splitlines()
-    verbs = [c.name for c in __import__("typer").main.get_command(app).commands.values()]
+    verbs = [c.name for c in get_command(app).commands.values()]
     assert len(verbs) >= 9
     for verb in verbs:
         row = next(i for i, line in enumerate(lines) if line.lstrip("│ ").startswith(verb + " "))

@@ -21,7 +21,6 @@ The result carries no calibration (its raw output is a new quantity): refit one 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from facequal.contract import METADATA_KEY, TRAINING_KEY, VERSION_KEY, Contract
+from facequal.models.zoo import sha256_file
+from facequal.train.config import THRESHOLD_TOLERANCE
 
-THRESHOLD_TOLERANCE = 2e-3     # parts' teacher thresholds may differ this much (cosine), as in ensemble
 PARITY_TOLERANCE = 1e-5        # composed output against the parts run one by one (probability)
 # Contract fields that may differ between parts (everything else is how the crop is made).
 _PART_FIELDS = ("name", "calibration")
@@ -57,11 +57,15 @@ def _load(model: str | Path) -> tuple[Any, Contract, dict[str, Any], Path]:
     return proto, contract, json.loads(spec.metadata.get(TRAINING_KEY, "{}")), Path(spec.path)
 
 
-def _logit_name(graph: Any) -> str:
+def _producers(graph: Any) -> dict[str, Any]:
+    """Each tensor name -> the node that writes it."""
+    return {out: n for n in graph.node for out in n.output}
+
+
+def _logit_name(graph: Any, producer: dict[str, Any]) -> str:
     """The tensor that the graph's final sigmoid reads (an unsqueeze may follow the sigmoid)."""
     if len(graph.input) != 1 or len(graph.output) != 1:
         raise ValueError("a part needs exactly one input and one output")
-    producer = {out: n for n in graph.node for out in n.output}
     node = producer.get(graph.output[0].name)
     if node is not None and node.op_type == "Unsqueeze":
         node = producer.get(node.input[0])
@@ -70,9 +74,8 @@ def _logit_name(graph: Any) -> str:
     return node.input[0]
 
 
-def _subgraph(graph: Any, logit: str) -> tuple[list[Any], list[Any]]:
+def _subgraph(graph: Any, producer: dict[str, Any], logit: str) -> tuple[list[Any], list[Any]]:
     """The nodes (in graph order) and initialisers that ``logit`` depends on."""
-    producer = {out: n for n in graph.node for out in n.output}
     needed, stack = set(), [logit]
     while stack:
         name = stack.pop()
@@ -88,10 +91,6 @@ def _subgraph(graph: Any, logit: str) -> tuple[list[Any], list[Any]]:
 
 def _members(training: dict[str, Any]) -> int:
     return len(training.get("ensemble") or []) or 1
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _part_name(contract: Contract, flipped: bool) -> str:
@@ -155,8 +154,9 @@ def compose(parts: Sequence[str | Path], out: str | Path, *, flipped: Sequence[s
     for i, (proto, _c, _t, _p, f) in enumerate(loaded):
         prefix = f"part{i}/"
         g = onnx.compose.add_prefix(proto, prefix).graph
-        logit = _logit_name(g)
-        part_nodes, part_inits = _subgraph(g, logit)
+        producer = _producers(g)
+        logit = _logit_name(g, producer)
+        part_nodes, part_inits = _subgraph(g, producer, logit)
         feed = "flip/both" if f else input_name
         for n in part_nodes:   # the part reads the composed graph's input (or the doubled batch)
             n.input[:] = [feed if x == prefix + proto.graph.input[0].name else x for x in n.input]
@@ -182,7 +182,7 @@ def compose(parts: Sequence[str | Path], out: str | Path, *, flipped: Sequence[s
 
     name = name or "facequal-lightqnet-" + "+".join(_part_name(c, f) for _, c, _, _, f in loaded)
     contract = Contract.from_dict({**first, "name": name, "calibration": None})
-    composed = [{"model": str(p), "file": path.name, "sha256": _sha256(path), "members": _members(t),
+    composed = [{"model": str(p), "file": path.name, "sha256": sha256_file(path), "members": _members(t),
                  "weight": float(w), "flip_average": f, "name": c.name}
                 for (p, _), (_, c, t, path, f), w in zip(specs, loaded, weights, strict=True)]
     training = {k: v for k, v in loaded[0][2].items() if k not in ("ensemble", "seed", "flip_average", "weights")}

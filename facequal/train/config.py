@@ -11,6 +11,9 @@ LABELS = ("soft", "hard", "regression")
 MODES = ("distill", "student", "branch")
 # validation numbers a run can select its exported checkpoint on: True when higher is better
 SELECT_ON = {"val_pair_auc": True, "val_idq": False}
+# Members of one ensemble (or parts of a composed model) may differ this much in teacher threshold
+# (cosine): more is another recipe.
+THRESHOLD_TOLERANCE = 2e-3
 
 
 def check_stem_channels(value: Any) -> None:

@@ -39,13 +39,12 @@ import torch
 from torch import nn
 
 from facequal.train.cache import TrainingCache
-from facequal.train.config import TrainConfig
+from facequal.train.config import THRESHOLD_TOLERANCE, TrainConfig
 from facequal.train.framing import model_name
 from facequal.train.nets import INPUT_SIZE, LightQNet, fold_bn
 from facequal.train.trainer import BEST, CHECKPOINT, _write_json, finish
 
 SUMMARY = "summary.json"
-THRESHOLD_TOLERANCE = 2e-3  # members' teacher thresholds may differ this much (cosine)
 
 
 class LogitMean(nn.Module):
